@@ -1,0 +1,78 @@
+"""The ``ir-planner`` command.
+
+Each sub-command lives in its own module of this package exposing
+``register(subparsers)``, which adds its parser and sets ``func`` (called with the
+parsed arguments, returning an exit code). Expected failures
+(:class:`~ir_planner.core.errors.IRPlannerError`) print one clear line and exit 2;
+a bug prints a traceback and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from typing import Sequence
+
+from ir_planner import __version__
+from ir_planner.core.errors import IRPlannerError
+
+__all__ = ["main", "COMMAND_MODULES"]
+
+#: Sub-command modules, in the order shown by ``--help``.
+COMMAND_MODULES: list[str] = [
+    "info",
+    "convert",
+    "labels",
+    "segment",
+    "plan",
+    "ablate",
+    "devices",
+    "datasets",
+    "demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="ir-planner",
+        description="Plan and guide percutaneous needle procedures (research use only, "
+        "not a medical device). Coordinates are DICOM patient LPS in millimetres.",
+    )
+    parser.add_argument("--version", action="version", version=f"ir-planner {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"ir_planner.cli.{name}") is None:
+            continue  # command not part of this build
+        module = importlib.import_module(f"ir_planner.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except IRPlannerError as exc:
+        print(f"ir-planner {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        print(f"ir-planner {args.command}: error: {exc.strerror or exc}: "
+              f"{exc.filename or ''}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ir-planner {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

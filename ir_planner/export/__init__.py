@@ -1,0 +1,1 @@
+"""Exports: report, Slicer markups, DICOM objects, web 3D."""

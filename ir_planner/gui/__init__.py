@@ -1,0 +1,1 @@
+"""PyQt5 windows over pyvistaqt; no computation here."""

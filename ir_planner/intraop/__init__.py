@@ -1,0 +1,1 @@
+"""Intra-procedural guidance (registration, needle detection, live sources)."""

@@ -1,0 +1,1 @@
+"""Readers and writers: DICOM, NIfTI/NRRD/MHA, segmentations → core types."""

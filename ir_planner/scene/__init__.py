@@ -1,0 +1,1 @@
+"""PyVista scene built from core objects."""

@@ -1,0 +1,1 @@
+"""Classic automatic segmentation, lesion from a seed point, editing."""

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create/refresh the project's virtual environment in .venv.
+#   scripts/setup_env.sh          runtime only
+#   scripts/setup_env.sh test     runtime + test tools + system packages for the test suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want="${1:-run}"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ "$want" = test ] && command -v apt-get >/dev/null; then
+  # Xvfb + Qt xcb libraries (GUI tests), GL/EGL for VTK, DICOM peers (dcmtk).
+  pkgs="xvfb xauth libgl1 libegl1 libglu1-mesa libxrender1 libxkbcommon-x11-0 libxcb-icccm4
+        libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0
+        libxcb-xfixes0 libxcb-shape0 libxcb-xkb1 libdbus-1-3 libfontconfig1 dcmtk"
+  missing=""
+  for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    echo "Installing system packages:$missing"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+fi
+
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "$want" = test ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
