@@ -1,0 +1,1 @@
+"""The project's own synthetic sample case and the registry of public datasets."""
