@@ -13,7 +13,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ir_planner import __version__
 from ir_planner.core.errors import IRPlannerError

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ir_planner.core.errors import InputError
 from ir_planner.core.progress import ProgressCallback

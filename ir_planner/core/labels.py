@@ -9,8 +9,9 @@ TotalSegmentator output costs one integer volume, not 104 masks.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -100,7 +101,7 @@ class Plan(_Model):
     """
 
     schema_version: int = PLAN_SCHEMA_VERSION
-    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     software: str = "ir-planner"
     case: CaseRef = Field(default_factory=CaseRef)
     target_structure: str = ""

@@ -14,7 +14,7 @@ import pyvista as pv
 from ir_planner.core.errors import GeometryError
 from ir_planner.core.volume import ImageVolume, affine_from_geometry, geometry_from_affine
 
-__all__ = ["to_pyvista", "from_pyvista", "map_points_to_lps"]
+__all__ = ["to_pyvista", "from_pyvista", "map_points_to_lps", "contour_surface_lps"]
 
 
 def to_pyvista(volume: ImageVolume, array: np.ndarray | None = None,
@@ -49,3 +49,19 @@ def map_points_to_lps(points_ignoring_direction: np.ndarray, volume: ImageVolume
     origin, spacing, _ = geometry_from_affine(volume.index_to_lps)
     ijk = (np.asarray(points_ignoring_direction, dtype=float) - origin) / spacing
     return volume.index_to_world(ijk)
+
+
+def contour_surface_lps(volume: ImageVolume, array: np.ndarray, level: float = 0.5) -> pv.PolyData:
+    """Iso-surface of ``array`` (on ``volume``'s grid) with points in LPS mm.
+
+    The contour runs on an axis-aligned copy of the grid (identity direction), and
+    its points are then mapped through the real direction, so the result is right
+    whether or not the installed VTK honours the direction matrix.
+    """
+    origin, spacing, _ = geometry_from_affine(volume.index_to_lps)
+    grid = pv.ImageData(dimensions=volume.shape_ijk, spacing=tuple(spacing), origin=tuple(origin))
+    grid.point_data["values"] = np.ascontiguousarray(np.asarray(array, dtype=np.float32)).ravel()
+    surf = grid.contour([level], scalars="values")
+    if surf.n_points:
+        surf.points = map_points_to_lps(np.asarray(surf.points), volume)
+    return surf
