@@ -17,11 +17,12 @@ __all__ = [
     "CATEGORY_DEFAULTS",
     "StructureInfo",
     "lookup",
+    "canonical_name",
     "normalise_name",
 ]
 
 
-class Category(str, Enum):
+class Category(str, Enum):  # noqa: UP042 (keep str(Category.X) unchanged)
     """Clinical category of a structure, which sets planning defaults."""
 
     VESSEL = "vessel"
@@ -73,6 +74,7 @@ CATEGORY_DEFAULTS: dict[Category, CategoryDefaults] = {
 }
 
 # Specific colours for well-known organs (RGB 0-1), otherwise the category colour.
+# Keys are matched against the start of the canonical name.
 _ORGAN_COLORS: dict[str, tuple[float, float, float]] = {
     "liver": (0.87, 0.51, 0.40),
     "spleen": (0.62, 0.27, 0.45),
@@ -86,27 +88,43 @@ _ORGAN_COLORS: dict[str, tuple[float, float, float]] = {
     "hepatic_vein": (0.25, 0.40, 0.90),
     "heart": (0.80, 0.25, 0.30),
 }
+# Venous vessels without a specific colour are drawn blue, arteries red (category colour).
+_VENOUS_COLOR: tuple[float, float, float] = (0.25, 0.35, 0.85)
+_VENOUS = re.compile(r"(vein|vena|venous|(^|_)(ivc|svc|smv|imv)(_|$))")
 
-# (regex on the normalised name, category). First match wins; order matters.
+# (regex on the canonical name, category). First match wins; order matters.
+# Names are normalised first (lower case, "_" between words), so ``(^|_)`` and
+# ``(_|$)`` mark word boundaries for short tokens that occur inside other words.
 _RULES: list[tuple[str, Category]] = [
-    (r"(tumou?r|lesion|metast|target|nodule|hcc|mass)", Category.TARGET),
-    (r"(cyst)", Category.OTHER),
-    (r"(trachea|bronch|airway)", Category.AIRWAY),
-    (r"(lung_vessel|pulmonary_(artery|vein)|pulmonary_vessel)", Category.VESSEL),
+    # Targets: lesions and radiotherapy target volumes.
+    (r"(tumou?r|lesion|metast|target|nodule|neoplas|carcinom|morphologically_abnormal|(^|_)(hcc|mass|gtv|ctv|itv|ptv|roi_target)(_|\d|$))",
+     Category.TARGET),
+    # A cyst inside an organ is part of that organ for needle planning.
+    (r"(^|_)cysts?(_|$)", Category.SOLID_ORGAN),
+    (r"(trachea|bronch|airway|larynx)", Category.AIRWAY),
+    (r"(lung_vessel|pulmonary_(artery|vein|trunk)|pulmonary_vessel)", Category.VESSEL),
     (r"(lung|pleura)", Category.LUNG),
-    (r"(aort|arter|vein|vena|venous|ivc\b|^ivc|svc|portal|splenic_v|mesenteric|vessel|"
-     r"brachiocephalic|carotid|subclavian|jugular|atrial_appendage|celiac|hepatic_v)",
-     Category.VESSEL),
-    (r"(heart)", Category.VESSEL),
-    (r"(rib|vertebra|sacrum|hip|femur|humerus|scapula|clavic|sternum|skull|bone|costal_cart|"
-     r"spine|pelvi)", Category.BONE),
-    (r"(spinal_cord|nerve|plexus|cauda)", Category.NERVE),
+    (r"(aort|arter|vein|vena|venous|(^|_)(ivc|svc|sma|smv|imv|ima)(_|$)|portal|splenic_v|"
+     r"mesenteric|vessel|brachiocephalic|carotid|subclavian|jugular|atrial_appendage|celiac|"
+     r"coeliac|hepatic_v|renal_v|renal_a|(^|_)(heart|atrium|ventricle|myocardium)(_|$)|"
+     r"(^|_)heart)", Category.VESSEL),
+    (r"((^|_)ribs?(_|\d|$)|vertebra|sacrum|coccyx|(^|_)hips?(_|$)|femur|humerus|scapula|"
+     r"clavic|sternum|skull|bone|costal_cart|(^|_)spine(_|$)|pelvic_bone|(^|_)pelvis_bone|"
+     r"mandible|tibia|fibula|radius|ulna|patella|intervertebral|(^|_)discs?(_|$))",
+     Category.BONE),
+    (r"(spinal_cord|spinal_canal|nerve|plexus|cauda|(^|_)brain|brainstem|cerebell)",
+     Category.NERVE),
+    # Hollow viscera: bowel, stomach, oesophagus and also gallbladder and urinary
+    # bladder (puncturing them risks bile or urine leak); all forbidden by default.
     (r"(colon|bowel|duoden|jejun|ileum|stomach|esophag|oesophag|rectum|intestin|caecum|cecum|"
-     r"appendix|gut)", Category.BOWEL),
-    (r"(liver|spleen|kidney|pancrea|gallbladder|adrenal|bladder|prostate|thyroid|uterus|"
-     r"ovary|brain|parenchyma)", Category.SOLID_ORGAN),
-    (r"(glute|iliopsoas|psoas|autochthon|muscle|diaphragm)", Category.MUSCLE),
-    (r"(body|skin|outline|external)", Category.BODY),
+     r"appendix|(^|_)gut(_|$)|gallbladder|gall_bladder|urinary_bladder|(^|_)bladder(_|$))",
+     Category.BOWEL),
+    (r"(liver|hepat|spleen|splen|kidney|renal|pancrea|adrenal|prostate|thyroid|uterus|"
+     r"ovary|testis|parenchyma|(^|_)organ(_|$))", Category.SOLID_ORGAN),
+    (r"(glute|iliopsoas|psoas|autochthon|muscle|diaphragm|(^|_)erector|quadratus|"
+     r"rectus_abdominis|oblique|latissimus|trapezius|pectoralis)", Category.MUSCLE),
+    (r"((^|_)body(_|$)|skin|outline|external|(^|_)face(_|$)|subcutaneous|(^|_)fat(_|$))",
+     Category.BODY),
 ]
 
 # Common synonyms → canonical name used for colours and categories.
@@ -114,8 +132,14 @@ _SYNONYMS: dict[str, str] = {
     "ivc": "inferior_vena_cava",
     "svc": "superior_vena_cava",
     "pv": "portal_vein",
+    "mpv": "portal_vein",
+    "main_portal_vein": "portal_vein",
     "hepatic_veins": "hepatic_vein",
+    "hv": "hepatic_vein",
     "portal_vein_and_splenic_vein": "portal_vein",
+    "portal_and_splenic_vein": "portal_vein",
+    "sma": "superior_mesenteric_artery",
+    "smv": "superior_mesenteric_vein",
     "left_kidney": "kidney_left",
     "right_kidney": "kidney_right",
     "gall_bladder": "gallbladder",
@@ -125,6 +149,10 @@ _SYNONYMS: dict[str, str] = {
     "large_intestine": "colon",
     "lungs": "lung",
     "spinal_canal": "spinal_cord",
+    "cord": "spinal_cord",
+    "bladder": "urinary_bladder",
+    "oesophagus": "esophagus",
+    "vertebrae": "vertebra",
 }
 
 
@@ -132,6 +160,21 @@ def normalise_name(name: str) -> str:
     """Lower-case, spaces/dashes to underscores, strip file suffixes like ``.nii.gz``."""
     stem = re.sub(r"\.(nii\.gz|nii|nrrd|mha|mhd|seg\.nrrd)$", "", name.strip(), flags=re.I)
     return re.sub(r"[\s\-]+", "_", stem).lower()
+
+
+def canonical_name(name: str) -> str:
+    """The normalised name with common synonyms replaced (``"IVC"`` → ``"inferior_vena_cava"``).
+
+    A trailing number (``"Tumor 1"``, ``"lesion_2"``) is kept; the synonym table is
+    also tried without it.
+    """
+    norm = normalise_name(name)
+    if norm in _SYNONYMS:
+        return _SYNONYMS[norm]
+    match = re.fullmatch(r"(.*?)(_?\d+)", norm)
+    if match and match.group(1) in _SYNONYMS:
+        return _SYNONYMS[match.group(1)] + match.group(2)
+    return norm
 
 
 @dataclass(frozen=True)
@@ -165,8 +208,7 @@ def lookup(name: str) -> StructureInfo:
     >>> lookup("IVC").category
     <Category.VESSEL: 'vessel'>
     """
-    norm = normalise_name(name)
-    canonical = _SYNONYMS.get(norm, norm)
+    canonical = canonical_name(name)
     category = Category.OTHER
     known = False
     for pattern, cat in _RULES:
@@ -176,7 +218,10 @@ def lookup(name: str) -> StructureInfo:
     defaults = CATEGORY_DEFAULTS[category]
     color = defaults.color
     for key, organ_color in _ORGAN_COLORS.items():
-        if canonical.startswith(key):
+        if category is not Category.TARGET and canonical.startswith(key):
             color = organ_color
             break
+    else:
+        if category is Category.VESSEL and _VENOUS.search(canonical):
+            color = _VENOUS_COLOR
     return StructureInfo(category, color, defaults.margin_mm, defaults.forbidden, known)

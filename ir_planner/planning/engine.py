@@ -1,0 +1,656 @@
+"""The planning engine: exact trajectory metrics and the data the search needs.
+
+Clearance definition (the contract)
+-----------------------------------
+A structure is the union of its voxels, each voxel a full cell of the grid
+(``[n−½, n+½]`` in index space along each axis, possibly oblique or flipped in
+LPS). The *clearance* of a needle to a structure is the Euclidean distance (mm)
+from the needle's axis **segment** entry→target to that union, minus the needle's
+outer radius. A structure is *crossed* when the axis segment passes through one of
+its cells. :meth:`PlanningEngine.evaluate` computes clearances exactly (up to
+floating point): candidate cells are found with a k-d tree over the structure's
+boundary cells (the closest point of a union of cells to an outside segment lies
+on a boundary face) and the exact segment-to-box distance is taken over every
+cell that can possibly be the closest; crossings come from an exact traversal of
+the cells along the segment. The automatic search uses guaranteed bounds from
+distance maps and falls back to the exact computation whenever a bound cannot
+decide (see :mod:`ir_planner.planning.search`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+
+from ir_planner.core.catalog import CATEGORY_DEFAULTS, Category
+from ir_planner.core.errors import InputError, PlanError
+from ir_planner.core.labels import LabelMap, Structure
+from ir_planner.core.plan import StructureOverride, TrajectoryRecord
+from ir_planner.core.progress import ProgressCallback, report, subrange
+from ir_planner.core.volume import ImageVolume, same_grid
+from ir_planner.planning.body import body_mask, skin_points
+from ir_planner.planning.devices import DEFAULT_NEEDLE, Needle
+from ir_planner.planning.geometry import (
+    GridFrame,
+    point_segment_distance,
+    segment_box_distance,
+    traverse_cells,
+)
+from ir_planner.planning.metrics import Crossing, StructureClearance, TrajectoryMetrics, Verdict
+
+__all__ = ["PlanningEngine", "effective_structures", "CAUTION_BAND_MM"]
+
+#: A forbidden structure closer than margin + this band gives a "caution" verdict.
+CAUTION_BAND_MM = 2.0
+
+
+def effective_structures(
+    labels: LabelMap, overrides: Mapping[str, StructureOverride | Mapping[str, Any]] | None
+) -> list[Structure]:
+    """The label map's structures with the plan's overrides applied.
+
+    A category override first resets forbidden/margin to that category's defaults;
+    explicit ``forbidden``/``margin_mm`` overrides win over both.
+    """
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(labels.names)
+    if unknown:
+        raise InputError(f"structure override(s) for unknown structure(s) {sorted(unknown)}; "
+                         f"available: {', '.join(labels.names)}")
+    out = []
+    for s in labels.structures:
+        ov = overrides.get(s.name)
+        if ov is None:
+            out.append(s)
+            continue
+        ov = ov if isinstance(ov, StructureOverride) else StructureOverride.model_validate(ov)
+        changes: dict[str, Any] = {}
+        if ov.category is not None:
+            try:
+                cat = Category(ov.category)
+            except ValueError as exc:
+                raise InputError(f"override for {s.name!r}: unknown category {ov.category!r}; "
+                                 f"use one of {[c.value for c in Category]}") from exc
+            d = CATEGORY_DEFAULTS[cat]
+            changes.update(category=cat, forbidden=d.forbidden, margin_mm=d.margin_mm)
+        if ov.forbidden is not None:
+            changes["forbidden"] = ov.forbidden
+        if ov.margin_mm is not None:
+            changes["margin_mm"] = float(ov.margin_mm)
+        out.append(replace(s, **changes))
+    return out
+
+
+@dataclass
+class _StructureData:
+    struct: Structure
+    bbox_lo: NDArray[np.int64]  # ijk inclusive
+    bbox_hi: NDArray[np.int64]
+    centres_q: NDArray[np.float64]  # boundary cell centres, scaled-index mm
+    tree: cKDTree
+    dist_field: Any = None  # search distance field, built lazily by the search module
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PlanningEngine:
+    """Precomputed planning data for one image + label map, and the planning API.
+
+    Parameters
+    ----------
+    image : ImageVolume or None
+        The CT/MR on the label grid. Used for the body outline when the labels have
+        no body/skin structure (CT threshold); may be None if they do.
+    labels : LabelMap
+        The segmentation. Empty structures are ignored (with a warning).
+    overrides : mapping, optional
+        ``Plan.structure_overrides`` (name → forbidden / margin_mm / category).
+    needle : Needle
+        Default needle (gauge → outer radius; usable length).
+    caution_band_mm : float
+        A forbidden structure within margin + this band makes the verdict "caution".
+    field_spacing_mm : float
+        Search distance maps use blocks of ⌊field_spacing_mm / spacing⌋ voxels per
+        axis (1 on grids coarser than this): bounds stay guaranteed, only looser.
+    progress : ProgressCallback, optional
+        Reports the precomputation.
+
+    Examples
+    --------
+    >>> engine = PlanningEngine(ct, labels)                       # doctest: +SKIP
+    >>> m = engine.evaluate(entry_lps, target_lps)                # doctest: +SKIP
+    >>> m.verdict, m.clearances["aorta"].clearance_mm             # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        image: ImageVolume | None,
+        labels: LabelMap,
+        *,
+        overrides: Mapping[str, StructureOverride | Mapping[str, Any]] | None = None,
+        needle: Needle = DEFAULT_NEEDLE,
+        caution_band_mm: float = CAUTION_BAND_MM,
+        field_spacing_mm: float = 1.5,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        if image is not None and not same_grid(image, labels.grid, tol_mm=1e-2):
+            raise InputError(
+                f"labels (grid {labels.grid.shape_ijk}, spacing "
+                f"{np.round(labels.grid.spacing_mm, 3).tolist()} mm) do not match the image "
+                f"(grid {image.shape_ijk}, spacing {np.round(image.spacing_mm, 3).tolist()} mm); "
+                "resample the labels onto the image grid"
+            )
+        self.image = image
+        self.labels = labels
+        self.grid = labels.grid
+        self.frame = GridFrame.from_volume(self.grid)
+        self.needle = needle
+        self.caution_band_mm = float(caution_band_mm)
+        self.field_spacing_mm = float(field_spacing_mm)
+        self.warnings: list[str] = []
+        self.structures = effective_structures(labels, overrides)
+        report(progress, 0.0, "indexing structures")
+        self._data: dict[str, _StructureData] = {}
+        self._label_to_name: list[dict[int, str]] = [{} for _ in labels.layers]
+        by_layer: dict[int, list[Structure]] = {}
+        for s in self.structures:
+            by_layer.setdefault(s.layer, []).append(s)
+        done = 0
+        for layer_idx, structs in by_layer.items():
+            layer = labels.layers[layer_idx]
+            max_label = max(s.label for s in structs)
+            slices = ndi.find_objects(layer, max_label=max_label) if layer.any() else []
+            for s in structs:
+                done += 1
+                sl = slices[s.label - 1] if s.label - 1 < len(slices) else None
+                if sl is None:
+                    self.warnings.append(f"structure {s.name!r} is empty; ignored")
+                    continue
+                self._label_to_name[layer_idx][s.label] = s.name
+                self._data[s.name] = self._index_structure(s, layer, sl)
+                report(progress, 0.6 * done / max(1, len(self.structures)),
+                       f"indexing {s.name}")
+        if not self._data:
+            raise InputError("the label map has no non-empty structure; nothing to plan against")
+        report(progress, 0.6, "body outline")
+        self.body, self.body_source = body_mask(image, labels)
+        self._skin: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+        self._skin_progress = subrange(progress, 0.6, 1.0)
+        self.skin_points()
+        report(progress, 1.0, "precomputation done")
+
+    # -- precomputation -------------------------------------------------------------
+    def _index_structure(self, s: Structure, layer: NDArray[Any],
+                         sl: tuple[slice, ...]) -> _StructureData:
+        pad = tuple(slice(max(0, x.start - 1), x.stop + 1) for x in sl)
+        crop = layer[pad] == s.label
+        eroded = ndi.binary_erosion(crop, structure=ndi.generate_binary_structure(3, 1),
+                                    border_value=0)
+        # Cells at the edge of the grid are boundary cells as well.
+        kji = np.argwhere(crop & ~eroded)
+        offset = np.array([p.start for p in pad])
+        kji += offset
+        ijk = kji[:, ::-1]
+        centres_q = ijk * self.frame.spacing_mm
+        lo = np.array([sl[2].start, sl[1].start, sl[0].start])
+        hi = np.array([sl[2].stop - 1, sl[1].stop - 1, sl[0].stop - 1])
+        return _StructureData(s, lo, hi, centres_q, cKDTree(centres_q))
+
+    def skin_points(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Skin surface points (LPS mm, ≤ 2 mm apart) and outward unit normals."""
+        if self._skin is None:
+            report(self._skin_progress, 0.0, "skin surface")
+            self._skin = skin_points(self.body, self.grid, spacing_mm=2.0)
+            report(self._skin_progress, 1.0, "skin surface")
+        return self._skin
+
+    # -- helpers ---------------------------------------------------------------------------
+    def structure(self, name: str) -> Structure:
+        """Effective (override-applied) structure called ``name``."""
+        for s in self.structures:
+            if s.name == name:
+                return s
+        raise InputError(f"no structure named {name!r}; available: "
+                         f"{', '.join(s.name for s in self.structures)}")
+
+    @property
+    def forbidden(self) -> list[Structure]:
+        """Non-empty forbidden structures (after overrides)."""
+        return [d.struct for d in self._data.values() if d.struct.forbidden]
+
+    def structure_point(self, name: str) -> tuple[float, float, float]:
+        """A point inside a structure (LPS mm): its centroid if inside, else the
+        interior voxel farthest from the boundary."""
+        s = self.structure(name)
+        if s.name not in self._data:
+            raise InputError(f"structure {name!r} is empty")
+        d = self._data[s.name]
+        lo, hi = d.bbox_lo, d.bbox_hi
+        crop = self.labels.layers[s.layer][lo[2]:hi[2] + 1, lo[1]:hi[1] + 1,
+                                            lo[0]:hi[0] + 1] == s.label
+        kji = np.argwhere(crop)
+        c = kji.mean(axis=0)
+        ci = np.rint(c).astype(int)
+        if not crop[tuple(ci)]:
+            dist = ndi.distance_transform_edt(crop, sampling=self.frame.spacing_mm[::-1])
+            ci = np.array(np.unravel_index(int(np.argmax(dist)), crop.shape))
+            c = ci.astype(float)
+        ijk = c[::-1] + lo
+        p = self.grid.index_to_world(ijk)
+        return (float(p[0]), float(p[1]), float(p[2]))
+
+    def labels_at(self, point_lps: ArrayLike) -> list[str]:
+        """Names of the structures whose cell contains ``point_lps``."""
+        ijk = np.floor(self.frame.lps_to_index(np.asarray(point_lps, float)) + 0.5).astype(int)
+        if np.any(ijk < 0) or np.any(ijk >= np.asarray(self.frame.shape_ijk)):
+            return []
+        out = []
+        for n, layer in enumerate(self.labels.layers):
+            v = int(layer[ijk[2], ijk[1], ijk[0]])
+            if v and v in self._label_to_name[n]:
+                out.append(self._label_to_name[n][v])
+        return out
+
+    def in_body(self, ijk: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Body-mask value of cells (m, 3) (False outside the grid)."""
+        ijk = np.atleast_2d(ijk)
+        ok = np.all((ijk >= 0) & (ijk < np.asarray(self.frame.shape_ijk)), axis=1)
+        c = np.clip(ijk, 0, np.asarray(self.frame.shape_ijk) - 1)
+        return ok & self.body[c[:, 2], c[:, 1], c[:, 0]]
+
+    def check_target(self, target_lps: ArrayLike) -> NDArray[np.float64]:
+        """Validate a target: inside the image, not inside a forbidden structure."""
+        t = _point(target_lps, "target")
+        if not bool(self.grid.contains_world(t)):
+            ext = self.grid.extent_lps()
+            raise InputError(
+                f"target {np.round(t, 1).tolist()} (LPS mm) is outside the image "
+                f"(x {ext[:, 0].min():.1f}..{ext[:, 0].max():.1f}, "
+                f"y {ext[:, 1].min():.1f}..{ext[:, 1].max():.1f}, "
+                f"z {ext[:, 2].min():.1f}..{ext[:, 2].max():.1f} mm)")
+        bad = [n for n in self.labels_at(t) if self._data[n].struct.forbidden]
+        if bad:
+            raise PlanError(
+                f"target {np.round(t, 1).tolist()} (LPS mm) lies inside forbidden structure "
+                f"{', '.join(bad)}; move the target or allow the structure "
+                "(structure override forbidden=false)")
+        return t
+
+    # -- exact clearance -----------------------------------------------------------------
+    def exact_distance(self, name: str, a_lps: ArrayLike, b_lps: ArrayLike
+                       ) -> tuple[float, float]:
+        """Exact distance (mm) from segment a→b to a structure's cells and its parameter t.
+
+        Assumes nothing about crossing: returns 0 when the segment touches a cell.
+        The segment parameter t runs from a (0) to b (1).
+        """
+        d = self._data[name]
+        a = self.frame.lps_to_q(np.asarray(a_lps, float))
+        b = self.frame.lps_to_q(np.asarray(b_lps, float))
+        return self._exact_q(d, a, b)
+
+    def _exact_q(self, d: _StructureData, a: NDArray[np.float64], b: NDArray[np.float64],
+                 cap: float = np.inf) -> tuple[float, float]:
+        """Exact distance (q-space segment a→b); if it is ≥ ``cap`` a lower bound ≥ cap
+        may be returned instead (cheaper)."""
+        if np.isfinite(cap):
+            sp = self.frame.spacing_mm
+            length = float(np.linalg.norm(b - a))
+            h = float(min(1.0, sp.min()))
+            n = max(2, int(math.ceil(length / h)) + 1)
+            h = length / (n - 1)
+            samples = a + np.linspace(0.0, 1.0, n)[:, None] * (b - a)
+            # Centre distance >= cell distance; cell distance is 1-Lipschitz along the path.
+            bound = cap + self.frame.half_diagonal_mm + 0.5 * h
+            dist, _ = d.tree.query(samples, distance_upper_bound=bound)
+            if not np.any(np.isfinite(dist)):
+                return cap + 1e-6, 0.0
+        return self._exact_many([d], a, b)[0]
+
+    def _exact_many(self, datas: list[_StructureData], a: NDArray[np.float64],
+                    b: NDArray[np.float64]) -> list[tuple[float, float]]:
+        """Exact (distance mm, t) from segment a→b (q-space) to each structure's cells."""
+        sp = self.frame.spacing_mm
+        r_cell = self.frame.half_diagonal_mm
+        length = float(np.linalg.norm(b - a))
+        h = float(min(1.0, sp.min()))
+        n = max(2, int(math.ceil(length / h)) + 1)
+        h = length / (n - 1)
+        t = np.linspace(0.0, 1.0, n)
+        samples = a + t[:, None] * (b - a)
+        cands = []
+        for d in datas:
+            dist, _ = d.tree.query(samples)
+            # Every centre c with dist(c, segment) <= m + r_cell (m = min over centres,
+            # m <= ub) lies within ub + r_cell + h/2 of some sample.
+            ub = float(dist.min())
+            radius = ub + r_cell + 0.5 * h + 1e-9
+            near = samples[dist <= radius]
+            if len(near) == 1:
+                idx = np.asarray(d.tree.query_ball_point(near[0], radius), dtype=np.int64)
+            else:
+                idx_lists = d.tree.query_ball_point(near, radius)
+                idx = np.unique(np.concatenate([np.asarray(x, dtype=np.int64)
+                                                for x in idx_lists]))
+            cen = d.centres_q[idx]
+            segc, _ = point_segment_distance(cen, a, b)
+            m = float(segc.min())
+            cands.append(cen[segc <= m + r_cell + 1e-9])
+        if not cands:
+            return []
+        counts = np.array([len(c) for c in cands])
+        allc = np.concatenate(cands)
+        dist_box, t_box = segment_box_distance(a, b, allc - sp / 2, allc + sp / 2)
+        out = []
+        start = 0
+        for cnt in counts:
+            seg = dist_box[start:start + cnt]
+            best = int(np.argmin(seg))
+            out.append((float(seg[best]), float(t_box[start + best])))
+            start += cnt
+        return out
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(
+        self,
+        entry_lps: ArrayLike,
+        target_lps: ArrayLike,
+        *,
+        needle: Needle | None = None,
+        structures: str = "all",
+        check_entry: bool = True,
+        max_cc_angle_deg: float | None = None,
+        min_organ_length_mm: Mapping[str, float] | None = None,
+        range_mm: float | None = None,
+    ) -> TrajectoryMetrics:
+        """All metrics of the straight trajectory entry → target (exact clearances).
+
+        Parameters
+        ----------
+        entry_lps, target_lps : array_like (3,)
+            LPS mm.
+        needle : Needle, optional
+            Defaults to the engine's needle.
+        structures : {"all", "forbidden"}
+            Which clearances to compute; "forbidden" is the fast path used while the
+            user drags a point (crossings and the verdict are always complete).
+        check_entry : bool
+            Raise when the entry lies deep inside the body.
+        max_cc_angle_deg : float, optional
+            Adds a caution when the craniocaudal angle exceeds it.
+        min_organ_length_mm : mapping, optional
+            Organ name → required length (mm) through it; caution if shorter.
+        range_mm : float, optional
+            When given, structures whose bounding box is farther than this from the
+            needle axis are not computed exactly: their clearance is the (lower-bound)
+            distance to the bounding box, flagged ``exact=False``. None = all exact.
+
+        Raises
+        ------
+        InputError, PlanError
+            Zero-length path, target outside the image or inside a forbidden
+            structure, entry inside the body.
+        """
+        needle = needle or self.needle
+        target = self.check_target(target_lps)
+        entry = _point(entry_lps, "entry")
+        length = float(np.linalg.norm(target - entry))
+        if length < 1e-6:
+            raise InputError("entry and target are the same point: zero-length trajectory")
+        direction = (target - entry) / length
+        radius = needle.outer_radius_mm
+        frame = self.frame
+
+        # Exact traversal of the cells along entry -> target.
+        u0 = frame.lps_to_index(entry)
+        u1 = frame.lps_to_index(target)
+        cells, t_in, t_out = traverse_cells(u0, u1, frame.shape_ijk)
+        inside_grid = cells[:, 0] >= 0
+        body = self.in_body(cells) & inside_grid
+        skin_lps: NDArray[np.float64] | None = None
+        if body.any():
+            first = int(np.argmax(body))
+            skin_t = float(t_in[first])
+            skin_lps = entry + skin_t * (target - entry)
+            if check_entry and first == 0:
+                # Entry in a body cell: accept it on the skin (a 3x3x3 neighbour outside).
+                c = cells[0]
+                nb = c + np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1)
+                                   for k in (-1, 0, 1)])
+                if self.in_body(nb).all():
+                    raise PlanError(
+                        f"entry {np.round(entry, 1).tolist()} (LPS mm) lies inside the body, "
+                        "not on the skin; choose an entry point on or outside the skin")
+        depth = length * (1.0 - (skin_t if skin_lps is not None else 0.0))
+
+        crossings: list[Crossing] = []
+        inside_len: dict[str, float] = {}
+        lung_cells = np.zeros(len(cells), dtype=bool)
+        for n, layer in enumerate(self.labels.layers):
+            vals = np.zeros(len(cells), dtype=np.int64)
+            c = cells[inside_grid]
+            vals[inside_grid] = layer[c[:, 2], c[:, 1], c[:, 0]]
+            for lab in np.unique(vals[vals > 0]):
+                name = self._label_to_name[n].get(int(lab))
+                if name is None:
+                    continue
+                s = self._data[name].struct
+                on = vals == lab
+                if s.category == Category.LUNG:
+                    lung_cells |= on
+                for start, stop in _runs(on):
+                    enter_mm = float(t_in[start]) * length
+                    exit_mm = float(t_out[stop - 1]) * length
+                    crossings.append(Crossing(name, enter_mm, exit_mm, s.forbidden))
+                    inside_len[name] = inside_len.get(name, 0.0) + exit_mm - enter_mm
+        crossings.sort(key=lambda c: c.enter_mm_from_entry)
+        pleural = len(_runs(lung_cells))
+        crossed = {c.name for c in crossings}
+
+        clearances: dict[str, StructureClearance] = {}
+        a_q = frame.lps_to_q(entry)
+        b_q = frame.lps_to_q(target)
+        todo = [d for d in self._data.values()
+                if d.struct.name not in crossed
+                and (structures != "forbidden" or d.struct.forbidden)]
+        far: dict[str, tuple[float, float]] = {}
+        if range_mm is not None and todo:
+            # Lower bound from the structures' bounding boxes: beyond range_mm the
+            # exact value is not needed (reported as a lower bound, exact=False).
+            sp = frame.spacing_mm
+            lo = np.array([d.bbox_lo for d in todo]) * sp - sp / 2
+            hi = np.array([d.bbox_hi for d in todo]) * sp + sp / 2
+            bd, bt = segment_box_distance(a_q[None, :], b_q[None, :], lo, hi)
+            far = {d.struct.name: (float(x), float(y))
+                   for d, x, y in zip(todo, bd, bt) if x > range_mm}
+            todo = [d for d in todo if d.struct.name not in far]
+        exact = dict(zip([d.struct.name for d in todo], self._exact_many(todo, a_q, b_q)))
+        for name, d in self._data.items():
+            s = d.struct
+            if structures == "forbidden" and not s.forbidden:
+                continue
+            if name in crossed:
+                first_c = next(c for c in crossings if c.name == name)
+                t = first_c.enter_mm_from_entry / length
+                dist = 0.0
+            elif name in far:
+                dist, t = far[name]
+            else:
+                dist, t = exact[name]
+            clearances[name] = StructureClearance(
+                name, dist - radius, t * length,
+                tuple(float(v) for v in entry + t * (target - entry)),  # type: ignore[arg-type]
+                s.forbidden, float(s.margin_mm), exact=name not in far)
+
+        cc = math.degrees(math.asin(max(-1.0, min(1.0, float(direction[2])))))
+        horiz = math.hypot(float(direction[0]), float(direction[1]))
+        in_plane = (math.degrees(math.atan2(abs(float(direction[0])), abs(float(direction[1]))))
+                    if horiz > 1e-9 else 0.0)
+        approach = _approach(direction)
+        target_structs = self.labels_at(target)
+        organ = self._target_organ(target_structs)
+        capsule = None
+        if organ is not None:
+            runs = [c for c in crossings if c.name == organ]
+            if runs:
+                last = runs[-1]
+                p = entry + direction * last.enter_mm_from_entry
+                capsule = self._capsule_angle(organ, p[None, :], direction[None, :])[0]
+        long_enough = length <= needle.usable_length_mm + 1e-9
+
+        verdict, reasons = self._verdict(clearances, crossings, long_enough, length, needle,
+                                         pleural, cc, max_cc_angle_deg, inside_len,
+                                         min_organ_length_mm)
+        return TrajectoryMetrics(
+            entry_lps=_tuple(entry), target_lps=_tuple(target), length_mm=length,
+            skin_lps=_tuple(skin_lps) if skin_lps is not None else None,
+            insertion_depth_mm=depth, needle=needle.to_dict(), needle_long_enough=long_enough,
+            craniocaudal_angle_deg=cc, in_plane_angle_deg=in_plane, approach=approach,
+            clearances=clearances, crossings=crossings, pleural_crossings=pleural,
+            length_in_structure_mm=inside_len, target_structures=target_structs,
+            capsule_angle_deg=capsule, verdict=verdict, reasons=reasons)
+
+    def rescore(self, entry_lps: ArrayLike, target_lps: ArrayLike, *,
+                range_mm: float = 25.0) -> TrajectoryMetrics:
+        """Fast path while dragging (a few ms): :meth:`evaluate` with forbidden-structure
+        clearances only, exact within ``range_mm`` of the needle and lower bounds beyond.
+
+        Crossings, angles, lengths and the verdict are complete and exact (``range_mm``
+        is above every margin + caution band, so far structures cannot change it).
+        """
+        max_margin = max((s.margin_mm for s in self.forbidden), default=0.0)
+        range_mm = max(range_mm, max_margin + self.caution_band_mm + 1.0)
+        return self.evaluate(entry_lps, target_lps, structures="forbidden", check_entry=False,
+                             range_mm=range_mm)
+
+    def _verdict(self, clearances: dict[str, StructureClearance], crossings: list[Crossing],
+                 long_enough: bool, length: float, needle: Needle, pleural: int, cc: float,
+                 max_cc: float | None, inside_len: dict[str, float],
+                 min_len: Mapping[str, float] | None) -> tuple[Verdict, list[str]]:
+        unsafe: list[str] = []
+        caution: list[str] = []
+        for c in crossings:
+            if c.forbidden:
+                unsafe.append(f"crosses {c.name} (forbidden) from {c.enter_mm_from_entry:.1f} "
+                              f"to {c.exit_mm_from_entry:.1f} mm from the entry")
+        crossed = {c.name for c in crossings}
+        for c in sorted(clearances.values(), key=lambda x: x.clearance_mm):
+            if not c.forbidden or c.name in crossed:
+                continue
+            if c.clearance_mm < c.margin_mm:
+                unsafe.append(f"passes {max(c.clearance_mm, 0.0):.1f} mm from {c.name} "
+                              f"(margin {c.margin_mm:.1f} mm)")
+            elif c.clearance_mm < c.margin_mm + self.caution_band_mm:
+                caution.append(f"passes {c.clearance_mm:.1f} mm from {c.name} "
+                               f"(margin {c.margin_mm:.1f} mm + {self.caution_band_mm:.1f} mm "
+                               "caution band)")
+        if not long_enough:
+            unsafe.append(f"needle too short: path {length:.1f} mm > usable "
+                          f"{needle.usable_length_mm:.1f} mm")
+        if pleural and not any(c.forbidden for c in crossings
+                               if self._data[c.name].struct.category == Category.LUNG):
+            caution.append(f"crosses the pleura {pleural}×")
+        if max_cc is not None and abs(cc) > max_cc + 1e-9:
+            caution.append(f"craniocaudal angle {abs(cc):.1f}° exceeds {max_cc:.1f}°")
+        for organ, need in (min_len or {}).items():
+            got = inside_len.get(organ, 0.0)
+            if got < need:
+                caution.append(f"only {got:.1f} mm through {organ} (want ≥ {need:.1f} mm)")
+        if unsafe:
+            return Verdict.UNSAFE, unsafe + caution
+        if caution:
+            return Verdict.CAUTION, caution
+        return Verdict.SAFE, ["clear of all forbidden structures by their margins"]
+
+    def _target_organ(self, target_structs: list[str]) -> str | None:
+        organs = [n for n in target_structs
+                  if self._data[n].struct.category not in (Category.TARGET, Category.BODY)]
+        return organs[0] if organs else None
+
+    def _capsule_angle(self, organ: str, points_lps: NDArray[np.float64],
+                       directions: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Angle (deg) between needle directions and the organ surface normal near points.
+
+        The normal is the least-variance axis of the nearest boundary cell centres.
+        """
+        d = self._data[organ]
+        k = int(min(27, len(d.centres_q)))
+        if k < 4:
+            return np.zeros(len(points_lps))
+        q = self.frame.lps_to_q(points_lps)
+        _, idx = d.tree.query(q, k=k)
+        pts = d.centres_q[idx]
+        cen = pts - pts.mean(axis=1, keepdims=True)
+        cov = np.einsum("nki,nkj->nij", cen, cen)
+        _, vecs = np.linalg.eigh(cov)
+        normal_q = vecs[:, :, 0]
+        normal = normal_q @ self.frame.rotation.T
+        cosang = np.abs(np.sum(normal * directions, axis=1))
+        return np.degrees(np.arccos(np.clip(cosang, 0.0, 1.0)))
+
+    def precompute_search(self, *, progress: ProgressCallback | None = None) -> None:
+        """Build the search distance maps of all forbidden structures now (else lazily)."""
+        from ir_planner.planning.search import precompute_fields
+
+        precompute_fields(self, progress=progress)
+
+    # -- search and records ------------------------------------------------------------------
+    def search(self, target_lps: ArrayLike, constraints: Any = None, *, top_k: int = 5,
+               weights: Any = None, progress: ProgressCallback | None = None) -> Any:
+        """Automatic entry search for a target; see :func:`ir_planner.planning.search.search`."""
+        from ir_planner.planning.search import search
+
+        return search(self, target_lps, constraints, top_k=top_k, weights=weights,
+                      progress=progress)
+
+    def to_record(self, metrics: TrajectoryMetrics, name: str, *, source: str = "manual"
+                  ) -> TrajectoryRecord:
+        """A :class:`~ir_planner.core.plan.TrajectoryRecord` holding all metrics."""
+        return TrajectoryRecord(name=name, entry_lps=metrics.entry_lps,
+                                target_lps=metrics.target_lps, needle=dict(metrics.needle),
+                                metrics=metrics.to_dict(), source=source)
+
+
+def _point(p: ArrayLike, what: str) -> NDArray[np.float64]:
+    arr = np.asarray(p, dtype=float).reshape(-1)
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)):
+        raise InputError(f"{what} must be three finite numbers (LPS mm); got {p!r}")
+    return arr
+
+
+def _tuple(p: NDArray[np.float64]) -> tuple[float, float, float]:
+    return (float(p[0]), float(p[1]), float(p[2]))
+
+
+def _runs(on: NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """(start, stop) index pairs of runs of True."""
+    if not on.any():
+        return []
+    x = np.concatenate([[0], on.astype(np.int8), [0]])
+    dx = np.diff(x)
+    return list(zip(np.flatnonzero(dx == 1).tolist(), np.flatnonzero(dx == -1).tolist()))
+
+
+def _approach(direction: NDArray[np.float64]) -> str:
+    """Patient side the needle comes from ("anterior-right", ...), from its direction."""
+    from_dir = -direction  # where the entry is relative to the target
+    parts = []
+    if from_dir[1] < -0.38:
+        parts.append("anterior")
+    elif from_dir[1] > 0.38:
+        parts.append("posterior")
+    if from_dir[0] < -0.38:
+        parts.append("right")
+    elif from_dir[0] > 0.38:
+        parts.append("left")
+    if from_dir[2] > 0.38:
+        parts.append("superior")
+    elif from_dir[2] < -0.38:
+        parts.append("inferior")
+    return "-".join(parts) or "oblique"

@@ -1,0 +1,661 @@
+"""Automatic entry-point search for one target.
+
+Every skin point within reach is a candidate entry. For each candidate and each
+forbidden structure the search computes a *guaranteed* interval for the axis
+distance from distance maps, and decides feasibility from it; when the interval
+straddles the structure's margin the exact computation of
+:meth:`PlanningEngine.evaluate` decides. A path reported feasible therefore never
+crosses (or comes within the margin of) a forbidden structure.
+
+Distance maps (built once per structure, lazily, cached in the engine): exact
+Euclidean distance transforms on the *corner lattice* of the grid (or of blocks
+of f×f×f voxels on fine grids), over the structure's bounding box padded by the
+range the search cares about. At a lattice corner this is the exact distance to
+the union of (block) cells, because the closest point of an axis-aligned box to a
+lattice point is itself a lattice point. For a sample point s with nearest
+corner v, ``D(v) − |s−v| ≤ dist(s) ≤ D(v) + |s−v| (+ block diagonal when f > 1)``;
+sampling the segment at step h subtracts h/2 (the distance is 1-Lipschitz).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage as ndi
+
+from ir_planner.core.errors import InputError, PlanError
+from ir_planner.core.progress import ProgressCallback, report
+from ir_planner.planning.geometry import segment_box_distance
+from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
+
+if TYPE_CHECKING:
+    from ir_planner.planning.engine import PlanningEngine, _StructureData
+
+__all__ = ["SearchConstraints", "SearchWeights", "SearchResult", "search", "REGIONS"]
+
+#: Skin regions by outward-normal direction (LPS): excluded when normal·dir > cos 45°.
+REGIONS: dict[str, tuple[float, float, float]] = {
+    "anterior": (0.0, -1.0, 0.0), "posterior": (0.0, 1.0, 0.0),
+    "left": (1.0, 0.0, 0.0), "right": (-1.0, 0.0, 0.0),
+    "superior": (0.0, 0.0, 1.0), "inferior": (0.0, 0.0, -1.0),
+}
+
+
+@dataclass
+class SearchConstraints:
+    """Hard constraints of the search.
+
+    Attributes
+    ----------
+    max_length_mm : float, optional
+        Longest entry→target path; default the needle's usable length.
+    max_cc_angle_deg : float, optional
+        Largest craniocaudal (out-of-axial-plane) angle; 0 = in-plane only. A
+        tolerance of half a slice over the path length is always allowed.
+    excluded_regions : tuple of str
+        Skin regions not to enter through ("posterior" for a supine patient, ...),
+        see :data:`REGIONS`; a skin point belongs to a region when its outward
+        normal is within 45° of that direction.
+    min_organ_length_mm : dict
+        Organ name → minimum length (mm) the needle must travel through it (e.g.
+        ``{"liver": 10}`` for normal parenchyma before a liver lesion). Measured on
+        the samples (±1 sample step) during the search; suggestions are re-checked
+        exactly.
+    min_separation_deg : float
+        Minimum angle between the directions of two suggestions (diversity).
+    exact_clearance : bool
+        Compute every candidate's minimum clearance exactly (slower). Otherwise a
+        candidate's clearance is exact only where the bounds needed refinement, and
+        otherwise the guaranteed lower bound (feasibility is exact either way).
+    """
+
+    max_length_mm: float | None = None
+    max_cc_angle_deg: float | None = None
+    excluded_regions: tuple[str, ...] = ()
+    min_organ_length_mm: dict[str, float] = field(default_factory=dict)
+    min_separation_deg: float = 15.0
+    exact_clearance: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (stored in the plan's settings)."""
+        return {"max_length_mm": self.max_length_mm, "max_cc_angle_deg": self.max_cc_angle_deg,
+                "excluded_regions": list(self.excluded_regions),
+                "min_organ_length_mm": dict(self.min_organ_length_mm),
+                "min_separation_deg": self.min_separation_deg,
+                "exact_clearance": self.exact_clearance}
+
+
+@dataclass
+class SearchWeights:
+    """Weights of the soft objectives in the score (higher score = better, 0–1).
+
+    ``score = 1 − (w_len·L/L_max + w_clear·(1 − min(c, C)/C) + w_angle·θ/90°) / Σw``
+    with L the length, c the smallest clearance to a forbidden structure, C =
+    ``clearance_saturation_mm`` (clearances beyond it count as perfect) and θ the
+    angle between the needle and the target organ's capsule normal.
+    """
+
+    length: float = 1.0
+    clearance: float = 1.0
+    capsule_angle: float = 0.5
+    clearance_saturation_mm: float = 20.0
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-friendly form."""
+        return {"length": self.length, "clearance": self.clearance,
+                "capsule_angle": self.capsule_angle,
+                "clearance_saturation_mm": self.clearance_saturation_mm}
+
+
+@dataclass
+class SearchResult:
+    """Outcome of a search: every evaluated candidate and the diverse suggestions.
+
+    Per-candidate arrays (length n = evaluated candidates, all skin points within
+    reach) are aligned with ``entries_lps``. ``risk`` (0 best – 1 infeasible) is
+    meant for colouring the skin.
+    """
+
+    target_lps: tuple[float, float, float]
+    entries_lps: NDArray[np.float64]
+    normals_lps: NDArray[np.float64]
+    feasible: NDArray[np.bool_]
+    reason: NDArray[np.object_]
+    length_mm: NDArray[np.float64]
+    min_clearance_mm: NDArray[np.float64]
+    min_clearance_exact: NDArray[np.bool_]
+    critical_structure: NDArray[np.object_]
+    craniocaudal_angle_deg: NDArray[np.float64]
+    capsule_angle_deg: NDArray[np.float64]
+    score: NDArray[np.float64]
+    risk: NDArray[np.float64]
+    pareto: NDArray[np.bool_]
+    suggestions: list[TrajectoryMetrics]
+    rejected: dict[str, int]
+    n_skin_points: int
+    constraints: SearchConstraints
+    weights: SearchWeights
+    timings_s: dict[str, float]
+    stats: dict[str, int]
+
+    @property
+    def n_candidates(self) -> int:
+        """Number of evaluated candidates (skin points within reach)."""
+        return len(self.entries_lps)
+
+    def explain(self) -> str:
+        """Which constraint ruled out what share of the skin points."""
+        total = max(1, self.n_skin_points)
+        parts = [f"{name}: {100.0 * cnt / total:.1f}%"
+                 for name, cnt in sorted(self.rejected.items(), key=lambda x: -x[1]) if cnt]
+        n_ok = int(self.feasible.sum())
+        return (f"{n_ok} of {self.n_skin_points} skin points feasible "
+                f"({100.0 * n_ok / total:.1f}%); ruled out by " + (", ".join(parts) or "nothing"))
+
+    def write_csv(self, path: str | os.PathLike[str]) -> Path:
+        """One row per evaluated candidate (x, y, z LPS mm, feasible, clearance, length,
+        score, ...), written atomically."""
+        out = Path(path)
+        if not out.parent.exists():
+            raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["x_lps_mm", "y_lps_mm", "z_lps_mm", "feasible", "min_clearance_mm",
+                            "min_clearance_exact", "critical_structure", "length_mm", "score",
+                            "risk", "pareto", "rejected_by"])
+                for n in range(self.n_candidates):
+                    p = self.entries_lps[n]
+                    w.writerow([f"{p[0]:.2f}", f"{p[1]:.2f}", f"{p[2]:.2f}",
+                                int(self.feasible[n]), _num(self.min_clearance_mm[n]),
+                                int(self.min_clearance_exact[n]), self.critical_structure[n],
+                                f"{self.length_mm[n]:.2f}", _num(self.score[n], 4),
+                                f"{self.risk[n]:.4f}", int(self.pareto[n]), self.reason[n]])
+            os.replace(tmp, out)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return out
+
+
+def _num(v: float, nd: int = 3) -> str:
+    return "" if not np.isfinite(v) else f"{v:.{nd}f}"
+
+
+# ---------------------------------------------------------------------------------------
+class _Field:
+    """Corner-lattice exact distance map of one structure over a padded ROI."""
+
+    def __init__(self, engine: "PlanningEngine", d: "_StructureData", pad_mm: float,
+                 block: NDArray[np.int64]) -> None:
+        sp = engine.frame.spacing_mm
+        shape = np.asarray(engine.frame.shape_ijk)
+        self.block = block
+        csp = block * sp  # coarse cell size (mm)
+        ncoarse = -(-shape // block)
+        pad = np.ceil(pad_mm / csp).astype(int) + 1
+        c_lo = np.maximum(d.bbox_lo // block - pad, 0)
+        c_hi = np.minimum(d.bbox_hi // block + pad, ncoarse - 1)
+        f_lo = c_lo * block
+        f_hi = np.minimum((c_hi + 1) * block, shape)
+        layer = engine.labels.layers[d.struct.layer]
+        fine = layer[f_lo[2]:f_hi[2], f_lo[1]:f_hi[1], f_lo[0]:f_hi[0]] == d.struct.label
+        nc = c_hi - c_lo + 1
+        if np.any(block > 1):
+            padded = np.zeros(tuple(int(x) for x in (nc * block)[::-1]), dtype=bool)
+            padded[:fine.shape[0], :fine.shape[1], :fine.shape[2]] = fine
+            bk, bj, bi = (int(x) for x in block[::-1])
+            coarse = padded.reshape(nc[2], bk, nc[1], bj, nc[0], bi).any(axis=(1, 3, 5))
+        else:
+            coarse = fine
+        # Corner m (0..nc) is in the set iff one of the 8 cells around it is.
+        cp = np.pad(coarse, 1)
+        corners = np.zeros(tuple(int(x) for x in (nc + 1)[::-1]), dtype=bool)
+        for dk in (0, 1):
+            for dj in (0, 1):
+                for di in (0, 1):
+                    corners |= cp[dk:dk + nc[2] + 1, dj:dj + nc[1] + 1, di:di + nc[0] + 1]
+        self.dist = ndi.distance_transform_edt(~corners, sampling=csp[::-1]).astype(np.float32)
+        self.m_lo = c_lo  # corner index of the first ROI corner
+        self.m_n = nc + 1
+        self.csp = csp
+        self.extra = float(np.linalg.norm(csp)) if np.any(block > 1) else 0.0
+        # Outside the ROI box the distance to the structure is at least this.
+        self.outside_lb = float(np.min((pad - 1) * csp))
+
+    def bounds(self, q: NDArray[np.float32], sp: NDArray[np.float64]
+               ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Per-sample lower/upper bounds (mm) of the distance to the cell union."""
+        u = q / sp.astype(np.float32)
+        m = np.rint((u + 0.5) / self.block.astype(np.float32)).astype(np.int32)
+        v = (m * self.block.astype(np.float32) - 0.5) * sp.astype(np.float32)
+        dv = np.sqrt(np.sum((q - v) ** 2, axis=-1))
+        rel = m - self.m_lo.astype(np.int32)
+        inside = np.all((rel >= 0) & (rel < self.m_n.astype(np.int32)), axis=-1)
+        lo = np.full(q.shape[:-1], self.outside_lb, dtype=np.float32)
+        hi = np.full(q.shape[:-1], np.inf, dtype=np.float32)
+        r = rel[inside]
+        dd = self.dist[r[:, 2], r[:, 1], r[:, 0]]
+        lo[inside] = np.maximum(dd - dv[inside], 0.0)
+        hi[inside] = dd + dv[inside] + self.extra
+        return lo, hi
+
+
+def _block(engine: "PlanningEngine") -> NDArray[np.int64]:
+    sp = engine.frame.spacing_mm
+    return np.maximum(1, np.floor(engine.field_spacing_mm / sp)).astype(np.int64)
+
+
+class _GlobalField:
+    """Combined corner-lattice bounds over all forbidden structures.
+
+    ``g_lo ≤ min_s(dist_s − margin_s) ≤ g_hi`` and ``u_lo ≤ min_s dist_s ≤ u_hi`` at every
+    corner of the (block) lattice, with ``arg`` the structure attaining ``g_lo``.
+    """
+
+    def __init__(self, engine: "PlanningEngine", pad_mm: float,
+                 progress: ProgressCallback | None = None) -> None:
+        self.forb = [d for d in engine._data.values() if d.struct.forbidden]
+        self.pad_mm = pad_mm
+        self.block = _block(engine)
+        shape = np.asarray(engine.frame.shape_ijk)
+        ncorner = -(-shape // self.block) + 1
+        cshape = tuple(int(x) for x in ncorner[::-1])
+        fields = []
+        for n, d in enumerate(self.forb):
+            report(progress, 0.9 * n / max(1, len(self.forb)), f"distance map {d.struct.name}")
+            fields.append(_Field(engine, d, pad_mm, self.block))
+        report(progress, 0.9, "combining distance maps")
+        margins = [d.struct.margin_mm for d in self.forb]
+        g0 = min((f.outside_lb - m for f, m in zip(fields, margins)), default=np.inf)
+        u0 = min((f.outside_lb for f in fields), default=np.inf)
+        self.g_lo = np.full(cshape, g0, dtype=np.float32)
+        self.g_hi = np.full(cshape, np.inf, dtype=np.float32)
+        self.u_lo = np.full(cshape, u0, dtype=np.float32)
+        self.u_hi = np.full(cshape, np.inf, dtype=np.float32)
+        self.arg = np.zeros(cshape, dtype=np.uint16)
+        for n, (f, m) in enumerate(zip(fields, margins)):
+            lo, cnt = f.m_lo, f.m_n
+            roi = (slice(int(lo[2]), int(lo[2] + cnt[2])), slice(int(lo[1]), int(lo[1] + cnt[1])),
+                   slice(int(lo[0]), int(lo[0] + cnt[0])))
+            val = f.dist - np.float32(m)
+            better = val < self.g_lo[roi]
+            self.g_lo[roi] = np.where(better, val, self.g_lo[roi])
+            self.arg[roi] = np.where(better, np.uint16(n), self.arg[roi])
+            np.minimum(self.g_hi[roi], val + np.float32(f.extra), out=self.g_hi[roi])
+            np.minimum(self.u_lo[roi], f.dist, out=self.u_lo[roi])
+            np.minimum(self.u_hi[roi], f.dist + np.float32(f.extra), out=self.u_hi[roi])
+        self.ncorner = ncorner
+        report(progress, 1.0, "distance maps done")
+
+    def lookup(self, q: NDArray[np.float32], sp: NDArray[np.float64]
+               ) -> tuple[NDArray[np.float32], ...]:
+        """Per-sample (g_lo, g_hi, u_lo, u_hi, arg) bounds at sample points (..., 3) q-space."""
+        sp32 = sp.astype(np.float32)
+        b32 = self.block.astype(np.float32)
+        m = np.rint((q / sp32 + 0.5) / b32).astype(np.int32)
+        np.clip(m, 0, (self.ncorner - 1).astype(np.int32), out=m)
+        v = (m * b32 - 0.5) * sp32
+        dv = np.sqrt(np.sum((q - v) ** 2, axis=-1))
+        ix = (m[..., 2], m[..., 1], m[..., 0])
+        return (self.g_lo[ix] - dv, self.g_hi[ix] + dv, self.u_lo[ix] - dv,
+                self.u_hi[ix] + dv, self.arg[ix])
+
+    def lookup8(self, q: NDArray[np.float32], sp: NDArray[np.float64]
+                ) -> tuple[NDArray[np.float32], ...]:
+        """Tighter bounds from all 8 corners around each sample (1-Lipschitz bounds)."""
+        sp32 = sp.astype(np.float32)
+        b32 = self.block.astype(np.float32)
+        base = np.floor((q / sp32 + 0.5) / b32).astype(np.int32)
+        top = (self.ncorner - 1).astype(np.int32)
+        out_lo = np.full(q.shape[:-1], -np.inf, dtype=np.float32)
+        out_hi = np.full(q.shape[:-1], np.inf, dtype=np.float32)
+        arg_hi = np.zeros(q.shape[:-1], dtype=np.uint16)
+        for off in np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)],
+                            dtype=np.int32):
+            m = np.clip(base + off, 0, top)
+            v = (m * b32 - 0.5) * sp32
+            dv = np.sqrt(np.sum((q - v) ** 2, axis=-1))
+            ix = (m[..., 2], m[..., 1], m[..., 0])
+            np.maximum(out_lo, self.g_lo[ix] - dv, out=out_lo)
+            hi = self.g_hi[ix] + dv
+            better = hi < out_hi
+            out_hi = np.where(better, hi, out_hi)
+            arg_hi = np.where(better, self.arg[ix], arg_hi)
+        return out_lo, out_hi, arg_hi
+
+
+def global_field(engine: "PlanningEngine", pad_mm: float = 30.0,
+                 progress: ProgressCallback | None = None) -> _GlobalField:
+    """The engine's cached combined search field (built on first use)."""
+    cache = getattr(engine, "_search_field", None)
+    forb_names = [d.struct.name for d in engine._data.values() if d.struct.forbidden]
+    if (cache is None or cache.pad_mm < pad_mm or np.any(cache.block != _block(engine))
+            or [d.struct.name for d in cache.forb] != forb_names):
+        cache = _GlobalField(engine, pad_mm, progress)
+        engine._search_field = cache
+    return cache
+
+
+def precompute_fields(engine: "PlanningEngine", *, pad_mm: float = 30.0,
+                      progress: ProgressCallback | None = None) -> None:
+    """Build the search distance maps of every forbidden structure now (else lazily)."""
+    global_field(engine, pad_mm, progress)
+
+
+# ---------------------------------------------------------------------------------------
+def search(engine: "PlanningEngine", target_lps: ArrayLike,
+           constraints: SearchConstraints | None = None, *, top_k: int = 5,
+           weights: SearchWeights | None = None,
+           progress: ProgressCallback | None = None) -> SearchResult:
+    """Search the skin for safe entry points to ``target_lps``.
+
+    Parameters
+    ----------
+    engine : PlanningEngine
+    target_lps : array_like (3,)
+        LPS mm.
+    constraints : SearchConstraints, optional
+    top_k : int
+        Number of diverse suggestions (each re-evaluated exactly).
+    weights : SearchWeights, optional
+    progress : ProgressCallback, optional
+
+    Returns
+    -------
+    SearchResult
+        With no feasible candidate, ``suggestions`` is empty and
+        :meth:`SearchResult.explain` says which constraints ruled out what.
+    """
+    c = constraints or SearchConstraints()
+    w = weights or SearchWeights()
+    if top_k < 1:
+        raise InputError(f"top_k must be ≥ 1; got {top_k}")
+    for region in c.excluded_regions:
+        if region not in REGIONS:
+            raise InputError(f"unknown skin region {region!r}; use one of {sorted(REGIONS)}")
+    for organ in c.min_organ_length_mm:
+        engine.structure(organ)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    target = engine.check_target(target_lps)
+    frame = engine.frame
+    sp = frame.spacing_mm
+    needle = engine.needle
+    radius = needle.outer_radius_mm
+    max_len = c.max_length_mm if c.max_length_mm is not None else needle.usable_length_mm
+    if not max_len > 0:
+        raise InputError(f"max_length_mm must be > 0; got {max_len}")
+
+    skin, normals = engine.skin_points()
+    n_skin = len(skin)
+    rejected: dict[str, int] = {}
+    vec = skin - target
+    dist = np.linalg.norm(vec, axis=1)
+    reach = (dist <= max_len) & (dist > 1e-6)
+    rejected["length > needle"] = int(n_skin - reach.sum())
+    entries = skin[reach]
+    nrm = normals[reach]
+    length = dist[reach]
+    n = len(entries)
+    direction = (target - entries) / length[:, None]  # insertion direction
+    feasible = np.ones(n, dtype=bool)
+    reason = np.full(n, "", dtype=object)
+
+    def reject(mask: NDArray[np.bool_], why: str) -> None:
+        new = mask & feasible
+        rejected[why] = rejected.get(why, 0) + int(mask.sum())
+        reason[new] = why
+        feasible[mask] = False
+
+    for region in c.excluded_regions:
+        reject(nrm @ np.asarray(REGIONS[region]) > math.cos(math.radians(45.0)),
+               f"excluded region {region}")
+    cc = np.degrees(np.arcsin(np.clip(direction[:, 2], -1.0, 1.0)))
+    if c.max_cc_angle_deg is not None:
+        slice_mm = float(np.max(np.abs(frame.rotation[2] * sp)))
+        tol = np.degrees(np.arctan2(0.5 * slice_mm, length))
+        reject(np.abs(cc) > c.max_cc_angle_deg + tol, "craniocaudal angle")
+    timings["candidates"] = time.perf_counter() - t0
+    report(progress, 0.05, f"{n} candidate entries within {max_len:.0f} mm")
+
+    # -- sample every candidate path (target at t=0, entry at t=1) ---------------------
+    t1 = time.perf_counter()
+    h_target = float(min(1.0, sp.min()))
+    n_samp = max(2, int(math.ceil((length.max() if n else 1.0) / h_target)) + 1)
+    tt = np.linspace(0.0, 1.0, n_samp, dtype=np.float32)
+    step = length / (n_samp - 1)  # per-candidate sample step (mm)
+    tq = frame.lps_to_q(target).astype(np.float32)
+    eq = frame.lps_to_q(entries).astype(np.float32)
+    target_structs = engine.labels_at(target)
+    organ = engine._target_organ(target_structs)
+    min_len = dict(c.min_organ_length_mm)
+    track = set(min_len) | ({organ} if organ else set())
+    sat = w.clearance_saturation_mm
+    forb_all = [d for d in engine._data.values() if d.struct.forbidden]
+    max_margin = max((d.struct.margin_mm for d in forb_all), default=0.0)
+    pad_mm = max(30.0, sat + radius + 2.0, max_margin + engine.caution_band_mm + radius + 2.0)
+    tf = time.perf_counter()
+    gf = global_field(engine, pad_mm)
+    timings["fields"] = time.perf_counter() - tf
+    forb = gf.forb
+    g_lo = np.full(n, np.inf, dtype=np.float32)
+    g_hi = np.full(n, np.inf, dtype=np.float32)
+    u_lo = np.full(n, np.inf, dtype=np.float32)
+    u_hi = np.full(n, np.inf, dtype=np.float32)
+    arg_hi = np.zeros(n, dtype=np.int64)
+    arg_lo = np.zeros(n, dtype=np.int64)
+    inside_count = {name: np.zeros(n, dtype=np.int32) for name in track}
+    capsule_t = np.zeros(n, dtype=np.float32)
+    sp32 = sp.astype(np.float32)
+    shape = np.asarray(frame.shape_ijk)
+    chunk = max(1, 2_000_000 // n_samp)
+    for start in range(0, n, chunk):
+        idx = np.arange(start, min(n, start + chunk))
+        idx = idx[feasible[idx]]
+        if not len(idx):
+            continue
+        q = tq + tt[None, :, None] * (eq[idx] - tq)[:, None, :]
+        if forb:
+            glo, ghi, ulo, uhi, arg = gf.lookup(q, sp)
+            half = 0.5 * step[idx].astype(np.float32)
+            k_lo = np.argmin(glo, axis=1)
+            g_lo[idx] = glo[np.arange(len(idx)), k_lo] - half
+            arg_lo[idx] = arg[np.arange(len(idx)), k_lo]
+            k_hi = np.argmin(ghi, axis=1)
+            g_hi[idx] = ghi[np.arange(len(idx)), k_hi]
+            arg_hi[idx] = arg[np.arange(len(idx)), k_hi]
+            u_lo[idx] = np.maximum(ulo.min(axis=1) - half, 0.0)
+            u_hi[idx] = uhi.min(axis=1)
+        if track:
+            cell = np.rint(q / sp32).astype(np.int32)
+            np.clip(cell, 0, (shape - 1).astype(np.int32), out=cell)
+            for name in track:
+                st = engine._data[name].struct
+                ino = engine.labels.layers[st.layer][cell[..., 2], cell[..., 1],
+                                                     cell[..., 0]] == st.label
+                inside_count[name][idx] = ino.sum(axis=1)
+                if name == organ:
+                    outside = ~ino
+                    first = np.where(outside.any(axis=1), np.argmax(outside, axis=1),
+                                     n_samp - 1)
+                    capsule_t[idx] = (np.maximum(first, 1) - 0.5) / (n_samp - 1)
+        report(progress, 0.05 + 0.6 * (idx[-1] + 1) / max(1, n), "scoring candidates")
+    timings["sampling"] = time.perf_counter() - t1 - timings["fields"]
+
+    # -- feasibility against forbidden structures (exact where bounds cannot decide) ------
+    # g = min_s(dist_s - margin_s): feasible iff g >= needle radius.
+    t2 = time.perf_counter()
+    ok_sure = g_lo >= radius
+    bad_sure = g_hi < radius
+    amb = feasible & ~ok_sure & ~bad_sure
+    n_amb1 = int(amb.sum())
+    sel_amb = np.flatnonzero(amb)
+    for start in range(0, len(sel_amb), chunk):
+        idx = sel_amb[start:start + chunk]
+        q = tq + tt[None, :, None] * (eq[idx] - tq)[:, None, :]
+        glo, ghi, arg = gf.lookup8(q, sp)
+        half = 0.5 * step[idx].astype(np.float32)
+        g_lo[idx] = np.maximum(g_lo[idx], glo.min(axis=1) - half)
+        k_hi = np.argmin(ghi, axis=1)
+        new_hi = ghi[np.arange(len(idx)), k_hi]
+        upd = new_hi < g_hi[idx]
+        g_hi[idx] = np.where(upd, new_hi, g_hi[idx])
+        arg_hi[idx] = np.where(upd, arg[np.arange(len(idx)), k_hi], arg_hi[idx])
+    ok_sure = g_lo >= radius
+    bad_sure = g_hi < radius
+    amb = feasible & ~ok_sure & ~bad_sure
+    n_refined = 0
+    sp_half = sp / 2
+    if forb:
+        bb_lo = np.array([d.bbox_lo for d in forb]) * sp - sp_half
+        bb_hi = np.array([d.bbox_hi for d in forb]) * sp + sp_half
+        margins = np.array([d.struct.margin_mm for d in forb])
+    for i in np.flatnonzero(amb):
+        a_q = eq[i].astype(float)
+        b_q = tq.astype(float)
+        bd, _ = segment_box_distance(a_q[None, :], b_q[None, :], bb_lo, bb_hi)
+        worst = np.inf
+        worst_k = 0
+        for k in np.argsort(bd - margins):
+            if bd[k] - margins[k] >= min(worst, radius):
+                break  # cannot change the decision nor the most critical structure
+            dist_k, _ = engine._exact_q(forb[k], a_q, b_q,
+                                        cap=margins[k] + min(worst, radius))
+            n_refined += 1
+            if dist_k - margins[k] < worst:
+                worst, worst_k = dist_k - margins[k], int(k)
+        g_lo[i] = g_hi[i] = worst
+        arg_lo[i] = arg_hi[i] = worst_k
+        bad_sure[i] = worst < radius
+    bad_any = feasible & bad_sure
+    for i in np.flatnonzero(bad_any):
+        reason[i] = f"near {forb[arg_hi[i]].struct.name}"
+    for name in set(reason[bad_any]):
+        rejected[name] = int(np.sum(reason[bad_any] == name))
+    feasible &= ~bad_any
+    for organ_name, need in min_len.items():
+        got = inside_count[organ_name] * step
+        reject(feasible & (got < need), f"< {need:g} mm through {organ_name}")
+
+    # -- minimum clearance per candidate -------------------------------------------------------
+    is_exact = np.zeros(n, dtype=bool)
+    if forb and c.exact_clearance:
+        for i in np.flatnonzero(feasible):
+            if u_hi[i] - u_lo[i] <= 0.5:
+                continue
+            a_q = eq[i].astype(float)
+            b_q = tq.astype(float)
+            bd, _ = segment_box_distance(a_q[None, :], b_q[None, :], bb_lo, bb_hi)
+            best = float(u_hi[i])
+            for k in np.argsort(bd):
+                if bd[k] >= best:
+                    break
+                dist_k, _ = engine._exact_q(forb[k], a_q, b_q, cap=best)
+                n_refined += 1
+                best = min(best, dist_k)
+            u_lo[i] = u_hi[i] = best
+            is_exact[i] = True
+    is_exact |= u_hi - u_lo <= 0.5
+    # Contract: exact values are reported as such; otherwise the guaranteed lower bound.
+    min_clear = np.where(is_exact, 0.5 * (u_lo + u_hi), u_lo).astype(float) - radius
+    min_clear[~np.isfinite(u_lo)] = np.inf
+    # The structure closest to violating its margin (smallest clearance − margin).
+    closest = np.array([forb[k].struct.name if forb else "" for k in arg_hi], dtype=object)
+    timings["feasibility"] = time.perf_counter() - t2
+
+    # -- soft objectives, score, Pareto set ----------------------------------------------------
+    t3 = time.perf_counter()
+    capsule = np.full(n, np.nan)
+    if organ and n:
+        sel = np.flatnonzero(feasible)
+        if len(sel):
+            pts = target + (entries[sel] - target) * capsule_t[sel, None].astype(float)
+            capsule[sel] = engine._capsule_angle(organ, pts, direction[sel])
+    clear_sat = np.clip(np.where(np.isfinite(min_clear), min_clear, sat), 0.0, sat)
+    cost = (w.length * length / max_len + w.clearance * (1.0 - clear_sat / sat)
+            + w.capsule_angle * np.nan_to_num(capsule, nan=0.0) / 90.0)
+    wsum = w.length + w.clearance + (w.capsule_angle if organ else 0.0)
+    score = np.where(feasible, 1.0 - cost / max(wsum, 1e-9), np.nan)
+    risk = np.where(feasible, 1.0 - np.nan_to_num(score, nan=0.0), 1.0)
+    pareto = np.zeros(n, dtype=bool)
+    sel = np.flatnonzero(feasible)
+    if len(sel):
+        obj = np.stack([length[sel], -clear_sat[sel], np.nan_to_num(capsule[sel], nan=0.0)],
+                       axis=1).astype(np.float32)
+        pareto[sel] = _pareto(obj)
+    timings["scoring"] = time.perf_counter() - t3
+
+    # -- diverse suggestions, each evaluated exactly -------------------------------------------
+    t4 = time.perf_counter()
+    suggestions: list[TrajectoryMetrics] = []
+    chosen_dirs: list[NDArray[np.float64]] = []
+    cos_sep = math.cos(math.radians(c.min_separation_deg))
+    order = sel[np.argsort(-score[sel], kind="stable")] if len(sel) else sel
+    for i in order:
+        if len(suggestions) >= top_k:
+            break
+        if any(float(direction[i] @ dprev) > cos_sep for dprev in chosen_dirs):
+            continue
+        m = engine.evaluate(entries[i], target, check_entry=False,
+                            max_cc_angle_deg=c.max_cc_angle_deg,
+                            min_organ_length_mm=min_len or None)
+        if m.verdict == Verdict.UNSAFE or any(
+                m.length_in_structure_mm.get(o, 0.0) < v for o, v in min_len.items()):
+            feasible[i] = False
+            reason[i] = "failed exact re-check"
+            continue
+        suggestions.append(m)
+        chosen_dirs.append(direction[i])
+    timings["suggestions"] = time.perf_counter() - t4
+    timings["total"] = time.perf_counter() - t0
+    report(progress, 1.0, f"{int(feasible.sum())} feasible of {n} candidates")
+    return SearchResult(
+        target_lps=(float(target[0]), float(target[1]), float(target[2])),
+        entries_lps=entries, normals_lps=nrm, feasible=feasible, reason=reason,
+        length_mm=length, min_clearance_mm=min_clear, min_clearance_exact=is_exact,
+        critical_structure=closest, craniocaudal_angle_deg=cc, capsule_angle_deg=capsule,
+        score=score, risk=risk, pareto=pareto, suggestions=suggestions, rejected=rejected,
+        n_skin_points=n_skin, constraints=c, weights=w, timings_s=timings,
+        stats={"candidates": n, "samples_per_path": n_samp, "exact_refinements": n_refined,
+               "forbidden_structures": len(forb), "ambiguous_nearest_corner": n_amb1,
+               "ambiguous_after_8_corners": int(amb.sum())})
+
+
+def _pareto(obj: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """Non-dominated rows of ``obj`` (all objectives minimised).
+
+    Rows are visited in lexicographic order; a row can only be dominated by one
+    visited before it, and only front members need checking.
+    """
+    n = len(obj)
+    keep = np.zeros(n, dtype=bool)
+    order = np.lexsort(obj.T[::-1])
+    front = np.empty((0, obj.shape[1]), dtype=obj.dtype)
+    for i in order:
+        p = obj[i]
+        if len(front) and np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1)):
+            continue
+        if len(front) and np.any(np.all(front == p, axis=1)):
+            keep[i] = True
+            continue
+        keep[i] = True
+        front = np.vstack([front, p])
+    return keep
+
+
+def require_feasible(result: SearchResult) -> None:
+    """Raise :class:`PlanError` explaining the constraints when nothing is feasible."""
+    if not result.suggestions:
+        raise PlanError("no feasible path to the target: " + result.explain())
