@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from ir_planner.cli.common import print_json, print_table, progress_printer
-from ir_planner.core.errors import InputError, PlanError
-from ir_planner.core.plan import AblationRecord, Plan
+from ir_planner.core.errors import InputError, IRPlannerError, PlanError
+from ir_planner.core.plan import AblationRecord, Plan, TrajectoryRecord
 from ir_planner.core.progress import subrange
 from ir_planner.planning.ablation import (
     Candidate,
@@ -44,7 +44,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", required=True, help="device id (see 'ir-planner devices')")
     p.add_argument("--setting", help="device setting (default: the first; with --optimize: "
                    "try all unless given)")
-    p.add_argument("--trajectory", help="trajectory name (default: the plan's first)")
+    p.add_argument("--trajectory", action="append",
+                   help="trajectory name (default: the plan's first); repeat it to place one "
+                   "probe on each (their zones combine: union for heat, isotherms for cryo)")
     p.add_argument("--depth-offset", type=float, default=0.0, metavar="MM",
                    help="tip beyond (+) or short of (-) the trajectory's target, mm (default 0)")
     p.add_argument("--optimize", action="store_true",
@@ -57,8 +59,12 @@ def register(subparsers: Any) -> None:
                    help="scale the catalog zone by F (measured zones are often smaller than "
                    "vendor charts; default 1.0)")
     p.add_argument("--no-safety", action="store_true",
-                   help="with --optimize: do not check added probe paths with the planning "
-                   "engine")
+                   help="with --optimize: do not use the planning engine (no safety check of "
+                   "added probe paths, no searched candidate paths)")
+    p.add_argument("--search-candidates", type=int, default=2, metavar="K",
+                   help="with --optimize, when one probe is not enough: also ask the planning "
+                   "engine's automatic search for K safe paths to the tumour centre and to 4 "
+                   "points around it (default 2; 0 = only the plan's trajectories)")
     p.add_argument("--out", help="write the plan here (default: update PLAN in place)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -84,12 +90,15 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--margin must be within 0-20 mm; got {args.margin}")
     if args.max_probes < 1 or args.max_probes > 8:
         raise InputError(f"--max-probes must be 1-8; got {args.max_probes}")
+    if args.search_candidates < 0 or args.search_candidates > 10:
+        raise InputError(f"--search-candidates must be 0-10; got {args.search_candidates}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Compute and save the ablation."""
     _check_args(args)
     progress = progress_printer(args)
+    new_paths: list[TrajectoryRecord] = []
     catalog = load_catalog()
     device = catalog.get(args.device)
     if device.kind == "biopsy":
@@ -101,10 +110,15 @@ def run(args: argparse.Namespace) -> int:
     plan = Plan.load(plan_path)
     if not plan.target_structure:
         raise PlanError(f"plan {plan_path} has no target_structure: an ablation zone needs a "
-                        "tumour; set it with 'ir-planner plan --target-structure NAME'")
+                        "tumour; plan with 'ir-planner plan ... --target-structure NAME --out PLAN'")
     if not plan.trajectories:
         raise PlanError(f"plan {plan_path} has no trajectories; add one with 'ir-planner plan'")
-    traj = plan.trajectory(args.trajectory) if args.trajectory else plan.trajectories[0]
+    trajs = ([plan.trajectory(n) for n in dict.fromkeys(args.trajectory)] if args.trajectory
+             else [plan.trajectories[0]])
+    if args.optimize and len(trajs) > 1:
+        raise InputError("--optimize starts from one --trajectory (it adds probes on the plan's "
+                         "other trajectories itself)")
+    traj = trajs[0]
 
     from ir_planner.io.load import load_image
     from ir_planner.io.segmentation import load_labels
@@ -127,45 +141,53 @@ def run(args: argparse.Namespace) -> int:
                                  trajectory_name=traj.name, progress=subrange(progress, 0.5,
                                                                               0.7))
         if not result.goal_met and args.max_probes > 1:
-            result = _multi(args, device, plan, traj.name, image, labels, tumour, critical,
-                            result, progress)
+            result, found = _multi(args, device, plan, traj.name, image, labels, tumour,
+                                   critical, result, progress)
+            used = {p.trajectory for p in result.probes}
+            new_paths = [rec for name, rec in found.items() if name in used]
     else:
-        probe = Probe.on_trajectory(device, args.setting, traj.entry_lps, traj.target_lps,
-                                    depth_offset_mm=args.depth_offset,
-                                    calibration=args.calibration, name=traj.name)
-        metrics = evaluate(zone_for(probe), tumour, critical)
         from ir_planner.planning.ablation.optimize import ProbePlacement
 
+        probes = [Probe.on_trajectory(device, args.setting, t.entry_lps, t.target_lps,
+                                      depth_offset_mm=args.depth_offset,
+                                      calibration=args.calibration, name=t.name) for t in trajs]
+        metrics = evaluate(zone_for(probes), tumour, critical)
         result = OptimizationResult(
             device.id, args.calibration,
-            [ProbePlacement(traj.name, traj.entry_lps, traj.target_lps, probe.setting.name,
-                            args.depth_offset, tuple(float(v) for v in probe.tip_lps))],
+            [ProbePlacement(t.name, t.entry_lps, t.target_lps, pr.setting.name,
+                            args.depth_offset, tuple(float(v) for v in pr.tip_lps))
+             for t, pr in zip(trajs, probes)],
             metrics, metrics.min_margin_mm >= args.margin, args.margin,
-            [f"{probe.setting.name} at tip offset {args.depth_offset:+.1f} mm (as requested)"])
+            [f"{probes[0].setting.name} at tip offset {args.depth_offset:+.1f} mm on "
+             f"{', '.join(t.name for t in trajs)} (as requested)"])
     if progress:
         progress(1.0, "done")
-    _save(plan, result, device, args, plan_path)
+    _save(plan, result, device, args, plan_path, new_paths)
     _print(result, device, args)
     return 0
 
 
 def _multi(args: argparse.Namespace, device: Any, plan: Plan, first: str, image: Any,
            labels: Any, tumour: TumourModel, critical: CriticalModel,
-           single: OptimizationResult, progress: Any) -> OptimizationResult:
+           single: OptimizationResult, progress: Any
+           ) -> tuple[OptimizationResult, dict[str, TrajectoryRecord]]:
     cands = [Candidate(t.entry_lps, t.target_lps, t.name) for t in plan.trajectories]
     safety = None
     notes = []
+    found: dict[str, TrajectoryRecord] = {}
     if not args.no_safety:
-        try:
-            from ir_planner.planning.ablation.optimize import engine_safety
-            from ir_planner.planning.engine import PlanningEngine
+        from ir_planner.planning.ablation.optimize import engine_safety
+        from ir_planner.planning.engine import PlanningEngine
 
-            engine = PlanningEngine(image, labels, overrides=plan.structure_overrides,
-                                    progress=subrange(progress, 0.7, 0.85))
-            safety = engine_safety(engine)
-            notes.append("added probe paths checked with the planning engine (entry → tip)")
-        except ImportError:  # pragma: no cover - the engine ships with the package
-            notes.append("planning engine not available: probe paths were not re-checked")
+        engine = PlanningEngine(image, labels, overrides=plan.structure_overrides,
+                                progress=subrange(progress, 0.7, 0.8))
+        safety = engine_safety(engine)
+        notes.append("probe paths checked with the planning engine (entry → tip)")
+        if args.search_candidates > 0:
+            found = _searched_candidates(engine, tumour, first_dir(plan, first),
+                                         args.search_candidates)
+            cands += [Candidate(r.entry_lps, r.target_lps, r.name) for r in found.values()]
+            notes.append(f"{len(found)} candidate path(s) from the planning engine's search")
     multi = optimize_multi(device, cands, tumour, critical,
                            setting=args.setting or single.probes[0].setting,
                            calibration=args.calibration, max_probes=args.max_probes,
@@ -180,11 +202,40 @@ def _multi(args: argparse.Namespace, device: Any, plan: Plan, first: str, image:
                       + multi.reasons + notes) if better else (
         single.reasons + [f"several probes did not improve the margin ({multi.reasons[0]})"]
         + notes)
-    return chosen
+    return chosen, found
+
+
+def first_dir(plan: Plan, name: str) -> np.ndarray:
+    """Unit direction (entry → target) of trajectory ``name``."""
+    t = plan.trajectory(name)
+    d = np.subtract(t.target_lps, t.entry_lps)
+    return d / np.linalg.norm(d)
+
+
+def _searched_candidates(engine: Any, tumour: TumourModel, axis: np.ndarray, k: int
+                         ) -> dict[str, TrajectoryRecord]:
+    """Safe paths from the engine's search to the tumour centre and 4 points around it."""
+    centre = tumour.centre_lps
+    helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(axis, helper)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(axis, e1)
+    r = 0.5 * tumour.radius_mm
+    targets = [centre] + [centre + r * v for v in (e1, -e1, e2, -e2)]
+    out: dict[str, TrajectoryRecord] = {}
+    for n, t in enumerate(targets):
+        try:
+            res = engine.search(t, top_k=k)
+        except IRPlannerError:
+            continue  # e.g. that point lies in a forbidden structure
+        for m, sug in enumerate(res.suggestions):
+            name = f"ablate-S{n + 1}.{m + 1}"
+            out[name] = engine.to_record(sug, name, source="auto")
+    return out
 
 
 def _save(plan: Plan, result: OptimizationResult, device: Any, args: argparse.Namespace,
-          plan_path: Path) -> None:
+          plan_path: Path, new_paths: list[TrajectoryRecord]) -> None:
     group = f"{device.id}@{'+'.join(p.trajectory for p in result.probes)}"
     shared = result.metrics.to_dict()
     records = []
@@ -207,6 +258,8 @@ def _save(plan: Plan, result: OptimizationResult, device: Any, args: argparse.Na
     involved = {p.trajectory for p in result.probes}
 
     def change(p: Plan) -> None:
+        names = {r.name for r in new_paths}
+        p.trajectories = [t for t in p.trajectories if t.name not in names] + list(new_paths)
         keep = [a for a in p.ablations
                 if not (a.device_id == device.id and a.trajectory in involved)]
         p.ablations = keep + records

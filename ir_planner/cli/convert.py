@@ -28,10 +28,14 @@ def register(subparsers: Any) -> None:
         "and write it as NIfTI (.nii.gz/.nii, RAS affine with qform/sform as written by "
         "SimpleITK), NRRD or MetaImage.",
     )
-    parser.add_argument("path", type=Path, help="DICOM folder or file, or an image file")
+    parser.add_argument("path", type=Path,
+                        help="DICOM folder or file (a single-frame file brings the rest of its "
+                        "series from its folder, like dcm2niix), or an image file")
     parser.add_argument("out", type=Path, help="output file (.nii.gz, .nii, .nrrd or .mha)")
     parser.add_argument("--series", metavar="UID", default=None,
                         help="SeriesInstanceUID to convert (see `ir-planner info`)")
+    parser.add_argument("--single-file", action="store_true",
+                        help="with a DICOM file as PATH: convert only that file, not its series")
     parser.set_defaults(func=run)
 
 
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     """Convert and print a one-line summary plus the reader's warnings."""
     out: Path = args.out
     _check_output(out)
-    volume = load_image(args.path, series_uid=args.series, progress=progress_printer(args))
+    volume = load_image(args.path, series_uid=args.series, single_file=args.single_file,
+                        progress=progress_printer(args))
     write_image_file(volume, out)
     size = "×".join(str(s) for s in volume.shape_ijk)
     spacing = "×".join(f"{s:.4g}" for s in volume.spacing_mm)

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"cache: {cache}")
             print_table(["name", "files", "size (MB)", "in cache", "licence"],
                         [[r["name"], r["files"], r["size_mb"],
-                          f"{r['verified_files']}/{r['files']}", r["licence"]] for r in rows])
+                          f"{r['verified_files']}/{r['files']}", r["licence"].split(" (")[0]]
+                         for r in rows])
         return 0
     ds = get_dataset(args.name, registry)
     progress = progress_printer(args)

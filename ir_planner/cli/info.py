@@ -8,7 +8,7 @@ from typing import Any
 
 from ir_planner.cli.common import print_json, print_table, progress_printer
 from ir_planner.core.errors import ImageReadError
-from ir_planner.io.dicom import choose_series, scan_dicom, series_from_scan, skipped_note
+from ir_planner.io.dicom import choose_series, scan_for_reading, series_from_scan, skipped_note
 from ir_planner.io.image_files import is_image_file
 from ir_planner.io.load import image_file_info
 
@@ -27,6 +27,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("path", type=Path, help="DICOM folder or file, or .nii.gz/.nrrd/.mha")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--single-file", action="store_true",
+                        help="with a DICOM file as PATH: describe only that file, not its series")
     parser.set_defaults(func=run)
 
 
@@ -53,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"orientation        {info['orientation']}")
         print(f"pixel type         {info['pixel_type']}")
         return 0
-    scan = scan_dicom(path, progress=progress_printer(args))
+    scan, notes = scan_for_reading(
+        path, single_file=getattr(args, "single_file", False), progress=progress_printer(args)
+    )
     infos = series_from_scan(scan)
     default = choose_series(infos)
     skipped = skipped_note(scan)
@@ -62,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "kind": "dicom",
                 "path": str(path),
+                "notes": notes,
                 "default_series_uid": default.series_uid if default else None,
                 "skipped_files": [[str(p), why] for p, why in scan.skipped],
                 "unreadable_dicom_files": [[str(p), why] for p, why in scan.broken],
@@ -71,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     studies = sorted({s.study_uid for s in infos})
     print(f"{path}: {len(studies)} study(ies), {len(infos)} series")
+    for note in notes:
+        print(f"  note: {note}")
     rows = []
     for s in infos:
         rows.append(

@@ -223,6 +223,9 @@ class Plan(_Model):
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give a normal file's mode
             os.replace(tmp, out)
         except BaseException:
             if os.path.exists(tmp):

@@ -40,7 +40,13 @@ from ir_planner.io.dicom_geometry import (
     orientation_code,
     resample_to_grid,
 )
-from ir_planner.io.dicom_scan import DicomScan, FileHeader, scan_dicom
+from ir_planner.io.dicom_scan import (
+    VOLUME_SOP_CLASSES,
+    DicomScan,
+    FileHeader,
+    read_file_header,
+    scan_dicom,
+)
 
 __all__ = [
     "SeriesInfo",
@@ -49,6 +55,7 @@ __all__ = [
     "skipped_note",
     "choose_series",
     "read_dicom_series",
+    "scan_for_reading",
     "scan_dicom",
     "DicomScan",
 ]
@@ -236,7 +243,100 @@ def _broken_for(scan: DicomScan, series_uid: str) -> list[tuple[Path, str]]:
     return hits
 
 
-def list_series(path: str | Path, *, progress: ProgressCallback | None = None) -> list[SeriesInfo]:
+def scan_for_reading(
+    path: str | Path,
+    *,
+    single_file: bool = False,
+    progress: ProgressCallback | None = None,
+) -> tuple[DicomScan, list[str]]:
+    """Scan ``path``; a single-frame image file brings the rest of its series.
+
+    A folder is scanned recursively. A single file that is one frame of a
+    classic CT/MR/PET series stands for its whole series, as in dcm2niix: the
+    other files *in the same folder* (not sub-folders) with the same
+    SeriesInstanceUID are added. Copies of the same image (same
+    SOPInstanceUID, e.g. the same slice in another transfer syntax) are
+    ignored. If the files found do not form one volume with it (duplicated
+    positions, other orientations), the file is read alone and a note says why.
+    A multi-frame file (enhanced CT/MR) is always read alone.
+
+    Parameters
+    ----------
+    path : str or Path
+        A DICOM file or a folder.
+    single_file : bool
+        Read only the given file, never its folder.
+    progress : ProgressCallback, optional
+        Header-reading progress.
+
+    Returns
+    -------
+    scan : DicomScan
+        The files to read.
+    notes : list of str
+        What was done (empty when ``path`` is a folder or the file was read alone
+        for lack of other files); meant for the volume's warnings.
+    """
+    root = Path(path)
+    scan = scan_dicom(root, progress=progress)
+    if single_file or not root.is_file() or len(scan.files) != 1:
+        return scan, []
+    named = scan.files[0]
+    if (named.n_frames > 1 or not named.series_uid or named.problem
+            or named.sop_class not in VOLUME_SOP_CLASSES):
+        return scan, []
+    folder = root.parent
+    seen = {named.series_uid}
+    sops = {named.sop_instance_uid} if named.sop_instance_uid else set()
+    siblings: list[FileHeader] = []
+    broken: list[tuple[Path, str]] = []
+    copies = 0
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return scan, []
+    for p in entries:
+        if p == root or p.name.startswith(".") or not p.is_file():
+            continue
+        header, problem, dicom_like = read_file_header(p, seen)
+        if header is None:
+            if dicom_like:
+                broken.append((p, problem))
+            continue
+        if header.series_uid != named.series_uid:
+            continue
+        if header.sop_instance_uid and header.sop_instance_uid in sops:
+            copies += 1
+            continue
+        sops.add(header.sop_instance_uid)
+        siblings.append(header)
+    copy_note = (
+        [f"{copies} copy(ies) of the same image(s) (same SOPInstanceUID) in {folder} ignored"]
+        if copies else []
+    )
+    if not siblings:
+        return scan, copy_note
+    combined = DicomScan(root=root, files=[named, *siblings], skipped=[], broken=broken)
+    group = next(s for s in _group(combined) if s.uid == named.series_uid)
+    if group.problem or group.geometry is None:
+        return scan, [
+            f"{root.name}: {len(siblings)} other file(s) in {folder} share its SeriesInstanceUID "
+            f"but do not form one volume with it ({group.problem}); this file was read alone"
+        ]
+    return combined, [
+        f"{root.name} is one image of a series: read the whole series from its folder "
+        f"{folder} ({len(siblings) + 1} files with SeriesInstanceUID {named.series_uid}), "
+        "as dcm2niix does; use --single-file (single_file=True) to read only this file",
+        *copy_note,
+    ]
+
+
+def list_series(
+    path: str | Path,
+    *,
+    single_file: bool = False,
+    progress: ProgressCallback | None = None,
+) -> list[SeriesInfo]:
     """List the DICOM series in a file, a folder or a folder tree.
 
     Only headers are read (``stop_before_pixels``). Non-image objects (SEG,
@@ -245,7 +345,10 @@ def list_series(path: str | Path, *, progress: ProgressCallback | None = None) -
     Parameters
     ----------
     path : str or Path
-        A DICOM file or a folder (searched recursively).
+        A DICOM file or a folder (searched recursively). A single-frame image file
+        stands for its whole series in its folder (see :func:`scan_for_reading`).
+    single_file : bool
+        List only the given file.
     progress : ProgressCallback, optional
         Header-reading progress.
 
@@ -259,7 +362,7 @@ def list_series(path: str | Path, *, progress: ProgressCallback | None = None) -
     ImageReadError
         If the path does not exist or holds no readable DICOM file.
     """
-    return series_from_scan(scan_dicom(path, progress=progress))
+    return series_from_scan(scan_for_reading(path, single_file=single_file, progress=progress)[0])
 
 
 def series_from_scan(scan: DicomScan) -> list[SeriesInfo]:
@@ -399,7 +502,12 @@ def _read_file_frames(header: FileHeader, frame_ids: list[int]) -> NDArray[Any]:
 def _read_stack(
     series: _Series, dtype: np.dtype, progress: ProgressCallback | None
 ) -> tuple[NDArray[Any], list[str]]:
-    """Read, rescale and stack the sorted frames of ``series`` (one array, filled in place)."""
+    """Read, rescale and stack the sorted frames of ``series`` (one array, filled in place).
+
+    Pixels matching PixelPaddingValue (/PixelPaddingRangeLimit) end at the image
+    minimum: the rescaled padding value if it is the darkest value, else the
+    darkest real voxel.
+    """
     g = series.geometry
     assert g is not None
     by_path = {f.path: f for f in series.files}
@@ -407,17 +515,14 @@ def _read_stack(
     for k, fr in enumerate(g.frames):
         slots.setdefault(fr.path, []).append((k, fr.frame))
     stack = np.empty((len(g.frames), g.rows, g.cols), dtype=dtype)
-    padding_stats = {"count": 0, "value": None, "min_data": np.inf}
-    done = [0]
-    total = len(slots)
+    # per slice: packed padding mask (1 bit per voxel) and rescaled padding value
+    padding: dict[int, tuple[NDArray[np.uint8], float]] = {}
+    min_real = [np.inf]
 
-    def work(path: Path) -> tuple[int, float | None, float]:
+    def work(path: Path) -> None:
         header = by_path[path]
         entries = slots[path]
         raw = _read_file_frames(header, [f for _, f in entries])
-        n_pad = 0
-        pad_value: float | None = None
-        min_data = np.inf
         for (k, _f), plane in zip(entries, raw):
             fr = g.frames[k]
             if dtype == np.int16:
@@ -435,43 +540,40 @@ def _read_stack(
             if header.padding is not None:
                 lo, hi = header.padding
                 mask = (plane >= lo) & (plane <= hi)
-                c = int(mask.sum())
-                if c:
-                    n_pad += c
-                    pad_value = float(fr.slope * lo + fr.intercept)
-                    stack[k][mask] = pad_value
-                    if c < mask.size:
-                        min_data = min(min_data, float(stack[k][~mask].min()))
-        return n_pad, pad_value, min_data
+                if mask.any():
+                    padding[k] = (np.packbits(mask), float(fr.slope * lo + fr.intercept))
+                    if not mask.all():
+                        min_real[0] = min(min_real[0], float(stack[k][~mask].min()))
 
     workers = max(1, min(8, (os.cpu_count() or 2) * 2))
     paths = list(slots)
+    total = len(paths)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for n_pad, pad_value, min_data in pool.map(work, paths):
-            done[0] += 1
-            if n_pad:
-                padding_stats["count"] = int(padding_stats["count"]) + n_pad  # type: ignore[call-overload]
-                padding_stats["value"] = pad_value
-                padding_stats["min_data"] = min(float(padding_stats["min_data"]), min_data)  # type: ignore[arg-type]
-            if done[0] % max(1, total // 50) == 0 or done[0] == total:
-                report(progress, done[0] / total, "reading pixel data")
+        for done, _ in enumerate(pool.map(work, paths), start=1):
+            if done % max(1, total // 50) == 0 or done == total:
+                report(progress, done / total, "reading pixel data")
     warnings: list[str] = []
-    if padding_stats["count"]:
-        count = int(padding_stats["count"])  # type: ignore[call-overload]
-        value = float(padding_stats["value"])  # type: ignore[arg-type]
-        min_data = float(padding_stats["min_data"])  # type: ignore[arg-type]
+    if padding:
+        count = 0
+        pad_values = {v for _, v in padding.values()}
+        for k in range(stack.shape[0]):
+            if k not in padding and stack[k].size:
+                min_real[0] = min(min_real[0], float(stack[k].min()))
+        fill = min(min(pad_values), min_real[0])
+        plane_size = g.rows * g.cols
+        for k, (packed, _value) in padding.items():
+            mask = np.unpackbits(packed, count=plane_size).astype(bool).reshape(g.rows, g.cols)
+            stack[k][mask] = fill
+            count += int(mask.sum())
         frac = 100.0 * count / stack.size
-        if value <= min_data:
-            warnings.append(
-                f"{frac:.1f}% of voxels are outside the scanned field of view "
-                f"(PixelPaddingValue); kept at {value:g}, the image minimum — not air or tissue"
-            )
-        else:
-            warnings.append(
-                f"{frac:.1f}% of voxels are outside the scanned field of view "
-                f"(PixelPaddingValue {value:g}, above the darkest real voxel {min_data:g}); "
-                "kept at the padding value"
-            )
+        note = "" if fill in pad_values else (
+            f" (PixelPaddingValue {min(pad_values):g} lies above the darkest real voxel; "
+            "padding set to that voxel's value)"
+        )
+        warnings.append(
+            f"{frac:.1f}% of voxels are outside the scanned field of view (PixelPaddingValue); "
+            f"set to {fill:g}, the image minimum — not air or tissue{note}"
+        )
     return stack, warnings
 
 
@@ -480,6 +582,8 @@ def _volume_metadata(series: _Series, root: Path) -> dict[str, Any]:
     meta: dict[str, Any] = dict(first.meta)
     meta["source"] = str(root)
     meta["n_files"] = len(series.files)
+    if root.is_file() and len(series.files) > 1:
+        meta["series_folder"] = str(root.parent)
     meta["sop_class"] = series.info.sop_class
     g = series.geometry
     if g is not None:
@@ -493,6 +597,7 @@ def read_dicom_series(
     path: str | Path,
     *,
     series_uid: str | None = None,
+    single_file: bool = False,
     progress: ProgressCallback | None = None,
 ) -> ImageVolume:
     """Read one DICOM series as an :class:`ImageVolume` (LPS, mm).
@@ -500,12 +605,17 @@ def read_dicom_series(
     Parameters
     ----------
     path : str or Path
-        A folder (searched recursively) or a single file. A single file is read
-        on its own (one slice, or all frames of a multi-frame file).
+        A folder (searched recursively) or a single file. A multi-frame file
+        (enhanced CT/MR) is read on its own. A single-frame image file stands for
+        its whole series: the files of its folder with the same SeriesInstanceUID
+        are read with it, as dcm2niix does, and the volume's warnings say so
+        (see :func:`scan_for_reading`).
     series_uid : str, optional
         SeriesInstanceUID to read. By default the largest CT/MR image series is
         chosen (CT before MR), ignoring localizers, secondary captures, dose
         reports and non-image objects.
+    single_file : bool
+        With a file as ``path``: read only that file, not the rest of its series.
     progress : ProgressCallback, optional
         Reports header reading, pixel reading and resampling.
 
@@ -526,7 +636,9 @@ def read_dicom_series(
         a broken file that may belong to the series (the message names it).
     """
     root = Path(path)
-    scan = scan_dicom(root, progress=subrange(progress, 0.0, 0.3))
+    scan, notes = scan_for_reading(
+        root, single_file=single_file, progress=subrange(progress, 0.0, 0.3)
+    )
     series = _group(scan)
     chosen = _choose(series, series_uid, root)
     broken = _broken_for(scan, chosen.uid)
@@ -551,7 +663,7 @@ def read_dicom_series(
         stack, pad_warnings = _read_stack(
             chosen, np.dtype(np.float32), subrange(progress, 0.3, 0.9)
         )
-    warnings = list(chosen.info.warnings) + pad_warnings
+    warnings = notes + list(chosen.info.warnings) + pad_warnings
     if scan.skipped:
         warnings.append(skipped_note(scan))
     if len(series) > 1:

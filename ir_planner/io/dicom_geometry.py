@@ -75,13 +75,18 @@ def orientation_code(direction: NDArray[np.float64]) -> str:
     return "".join(code)
 
 
-def _key(f: FrameHeader) -> tuple[int, int, tuple[float, ...], tuple[float, float]]:
-    return (
-        f.rows,
-        f.cols,
-        tuple(np.round(np.concatenate([f.row_cos, f.col_cos]) / _ORIENT_TOL).astype(int).tolist()),
-        (round(f.row_spacing_mm, 4), round(f.col_spacing_mm, 4)),
-    )
+def _compatible(a: FrameHeader, b: FrameHeader) -> bool:
+    """Same frame size, orientation (within 1e-3) and pixel spacing (within 0.1 %)."""
+    if a.rows != b.rows or a.cols != b.cols:
+        return False
+    if np.max(np.abs(a.row_cos - b.row_cos)) > _ORIENT_TOL:
+        return False
+    if np.max(np.abs(a.col_cos - b.col_cos)) > _ORIENT_TOL:
+        return False
+    for sa, sb in ((a.row_spacing_mm, b.row_spacing_mm), (a.col_spacing_mm, b.col_spacing_mm)):
+        if abs(sa - sb) > 1e-3 * max(abs(sa), abs(sb), 1e-6):
+            return False
+    return True
 
 
 def analyse_frames(frames: list[FrameHeader], *, label: str) -> SeriesGeometry:
@@ -102,10 +107,15 @@ def analyse_frames(frames: list[FrameHeader], *, label: str) -> SeriesGeometry:
     """
     if not frames:
         raise ImageReadError(f"{label}: no image frames")
-    groups: dict[tuple, list[FrameHeader]] = {}
+    groups: list[list[FrameHeader]] = []
     for f in frames:
-        groups.setdefault(_key(f), []).append(f)
-    ordered = sorted(groups.values(), key=len, reverse=True)
+        for group in groups:
+            if _compatible(group[0], f):
+                group.append(f)
+                break
+        else:
+            groups.append([f])
+    ordered = sorted(groups, key=len, reverse=True)
     main = ordered[0]
     dropped = [f for g in ordered[1:] for f in g]
     warnings: list[str] = []

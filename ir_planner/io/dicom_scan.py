@@ -27,7 +27,10 @@ from pydicom.uid import UID
 from ir_planner.core.errors import ImageReadError
 from ir_planner.core.progress import ProgressCallback, report
 
-__all__ = ["FrameHeader", "FileHeader", "DicomScan", "scan_dicom", "VOLUME_SOP_CLASSES"]
+__all__ = [
+    "FrameHeader", "FileHeader", "DicomScan", "scan_dicom", "read_file_header",
+    "VOLUME_SOP_CLASSES",
+]
 
 #: SOP classes read as planning volumes (classic and enhanced CT/MR/PET).
 VOLUME_SOP_CLASSES = {
@@ -89,6 +92,7 @@ class FileHeader:
     padding: tuple[int, int] | None = None
     gantry_tilt_deg: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    sop_instance_uid: str = ""
 
     @property
     def is_localizer(self) -> bool:
@@ -132,6 +136,7 @@ def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
 _FAST: dict[str, tuple[int, str]] = {
     "ImageType": (0x00080008, "strs"),
     "SOPClassUID": (0x00080016, "str"),
+    "SOPInstanceUID": (0x00080018, "str"),
     "Modality": (0x00080060, "str"),
     "SliceThickness": (0x00180050, "ds"),
     "GantryDetectorTilt": (0x00181120, "ds"),
@@ -614,8 +619,13 @@ def _build_header_inner(
     series_uid = str(_fast_get(ds, "SeriesInstanceUID", "") or "")
     if not sop and not series_uid:
         if dicm:
-            return None, "DICOM file without SOP Class UID or Series Instance UID", True
+            meta_sop = str(_get(getattr(ds, "file_meta", Dataset()), "MediaStorageSOPClassUID", ""))
+            kind = UID(meta_sop).name if meta_sop else "no SOP class"
+            return None, f"DICOM object without SeriesInstanceUID ({kind}); ignored", False
         return None, "not a DICOM file (no 'DICM' marker and no DICOM identifiers)", False
+    if not series_uid:
+        name = UID(sop).name if sop else "unknown SOP class"
+        return None, f"DICOM object without SeriesInstanceUID ({name}); ignored", False
     image_type = tuple(str(v).upper() for v in (_as_list(_fast_get(ds, "ImageType", ()))))
     describe = seen_series is None or series_uid not in seen_series
     if describe and isinstance(ds, _FastDataset):
@@ -637,6 +647,7 @@ def _build_header_inner(
         pixel_representation=_int_or_none(_fast_get(ds, "PixelRepresentation")) or 0,
         gantry_tilt_deg=_number(_fast_get(ds, "GantryDetectorTilt"), None),
         meta=_meta(ds) if describe else {},
+        sop_instance_uid=str(_fast_get(ds, "SOPInstanceUID", "") or ""),
     )
     if sop not in VOLUME_SOP_CLASSES:
         name = UID(sop).name if sop else "no SOP Class UID"
@@ -654,6 +665,14 @@ def _build_header_inner(
     if spp != 1:
         header.problem = f"colour image ({spp} samples per pixel), not a grey-scale volume"
         return header, "", True
+    if "MOSAIC" in image_type:
+        # Siemens fMRI/diffusion: several slices tiled side by side in one frame; read as
+        # one slice the tiles would be placed wrongly in space.
+        header.problem = (
+            "Siemens MOSAIC image (several slices tiled in one frame, fMRI/diffusion); "
+            "not supported yet: convert it with dcm2niix"
+        )
+        return header, "", True
     pad = _padding_value(ds, "PixelPaddingValue", header.pixel_representation)
     if pad is not None:
         limit = _padding_value(ds, "PixelPaddingRangeLimit", header.pixel_representation)
@@ -665,6 +684,17 @@ def _build_header_inner(
     offset, dtype = _pixel_layout(ds, pixel_pos, pixel_head)
     header.pixel_offset, header.pixel_dtype = offset, dtype
     return header, "", True
+
+
+def read_file_header(
+    path: Path, seen_series: set[str] | None = None
+) -> tuple[FileHeader | None, str, bool]:
+    """Header of one file: (header or None, why not, looks like DICOM).
+
+    ``seen_series``: series already described (their files take the fast path
+    and skip descriptive metadata); updated in place.
+    """
+    return _read_header(path, seen_series)
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -210,6 +210,11 @@ def _segment_masks(
         warnings.append(
             f"{off_plane} SEG frame(s) lie between image slices; put on the nearest slice"
         )
+    if lost and not out:
+        raise GeometryError(
+            f"{p}: none of the SEG's segmented frames falls inside the image grid "
+            f"[{describe_grid(grid)}]; is it the segmentation of another scan?"
+        )
     if lost:
         warnings.append(
             f"{lost} SEG frame(s) with segmented pixels fall (partly) outside the image grid; "

@@ -22,6 +22,7 @@ def load_image(
     path: str | Path,
     *,
     series_uid: str | None = None,
+    single_file: bool = False,
     progress: ProgressCallback | None = None,
 ) -> ImageVolume:
     """Load the volume the project plans on from a DICOM folder/file or an image file.
@@ -29,10 +30,14 @@ def load_image(
     Parameters
     ----------
     path : str or Path
-        A folder of DICOM files (searched recursively), a DICOM file, or a
+        A folder of DICOM files (searched recursively), a DICOM file (a
+        single-frame image brings the rest of its series from its folder, see
+        :func:`ir_planner.io.dicom.scan_for_reading`), or a
         ``.nii.gz`` / ``.nii`` / ``.nrrd`` / ``.nhdr`` / ``.mha`` / ``.mhd`` file.
     series_uid : str, optional
         DICOM SeriesInstanceUID to read (DICOM only). Default: the largest CT/MR series.
+    single_file : bool
+        DICOM file only: read just that file, not the rest of its series.
     progress : ProgressCallback, optional
         Progress of long reads.
 
@@ -61,7 +66,7 @@ def load_image(
         volume.metadata.setdefault("source", str(p))
         report(progress, 1.0, f"read {p.name}")
         return volume
-    return read_dicom_series(p, series_uid=series_uid, progress=progress)
+    return read_dicom_series(p, series_uid=series_uid, single_file=single_file, progress=progress)
 
 
 def image_file_info(path: str | Path) -> dict[str, Any]:

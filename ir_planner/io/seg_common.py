@@ -136,7 +136,7 @@ def resample_labels(labelmap: LabelMap, image: ImageVolume) -> LabelMap:
     )
     kept: list[Structure] = []
     lost: list[str] = []
-    present = [set(np.unique(layer).tolist()) for layer in out]
+    present = [set(np.flatnonzero(np.bincount(layer.reshape(-1))).tolist()) for layer in out]
     for s in labelmap.structures:
         if s.label in present[s.layer]:
             kept.append(s)

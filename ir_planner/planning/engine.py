@@ -190,10 +190,14 @@ class PlanningEngine:
                          sl: tuple[slice, ...]) -> _StructureData:
         pad = tuple(slice(max(0, x.start - 1), x.stop + 1) for x in sl)
         crop = layer[pad] == s.label
-        eroded = ndi.binary_erosion(crop, structure=ndi.generate_binary_structure(3, 1),
-                                    border_value=0)
-        # Cells at the edge of the grid are boundary cells as well.
-        kji = np.argwhere(crop & ~eroded)
+        # Boundary cells: in the structure with a face neighbour outside it (cells at
+        # the edge of the grid count as boundary cells too).
+        inner = np.pad(crop, 1)
+        interior = crop.copy()
+        for ax in range(3):
+            for sh in (-1, 1):
+                interior &= np.roll(inner, sh, axis=ax)[1:-1, 1:-1, 1:-1]
+        kji = np.argwhere(crop & ~interior)
         offset = np.array([p.start for p in pad])
         kji += offset
         ijk = kji[:, ::-1]
@@ -299,62 +303,67 @@ class PlanningEngine:
                  cap: float = np.inf) -> tuple[float, float]:
         """Exact distance (q-space segment a→b); if it is ≥ ``cap`` a lower bound ≥ cap
         may be returned instead (cheaper)."""
-        if np.isfinite(cap):
-            sp = self.frame.spacing_mm
-            length = float(np.linalg.norm(b - a))
-            h = float(min(1.0, sp.min()))
-            n = max(2, int(math.ceil(length / h)) + 1)
-            h = length / (n - 1)
-            samples = a + np.linspace(0.0, 1.0, n)[:, None] * (b - a)
-            # Centre distance >= cell distance; cell distance is 1-Lipschitz along the path.
-            bound = cap + self.frame.half_diagonal_mm + 0.5 * h
-            dist, _ = d.tree.query(samples, distance_upper_bound=bound)
-            if not np.any(np.isfinite(dist)):
-                return cap + 1e-6, 0.0
-        return self._exact_many([d], a, b)[0]
+        return self._exact_many([d], a, b, cap=cap)[0]
 
     def _exact_many(self, datas: list[_StructureData], a: NDArray[np.float64],
-                    b: NDArray[np.float64]) -> list[tuple[float, float]]:
-        """Exact (distance mm, t) from segment a→b (q-space) to each structure's cells."""
+                    b: NDArray[np.float64], cap: float = np.inf) -> list[tuple[float, float]]:
+        """Exact (distance mm, t) from segment a→b (q-space) to each structure's cells.
+
+        With a finite ``cap``, structures whose distance is ≥ cap may get (cap + 1e-6, 0)
+        instead of their exact distance.
+        """
         sp = self.frame.spacing_mm
         r_cell = self.frame.half_diagonal_mm
         length = float(np.linalg.norm(b - a))
-        h = float(min(1.0, sp.min()))
+        h = 2.0
         n = max(2, int(math.ceil(length / h)) + 1)
         h = length / (n - 1)
         t = np.linspace(0.0, 1.0, n)
         samples = a + t[:, None] * (b - a)
+        # Centre distance >= cell distance; the cell distance is 1-Lipschitz along the
+        # path: beyond this bound every cell is >= cap away.
+        bound = cap + r_cell + 0.5 * h if np.isfinite(cap) else np.inf
+        out: list[tuple[float, float] | None] = []
         cands = []
         for d in datas:
-            dist, _ = d.tree.query(samples)
-            # Every centre c with dist(c, segment) <= m + r_cell (m = min over centres,
-            # m <= ub) lies within ub + r_cell + h/2 of some sample.
+            dist, _ = d.tree.query(samples, distance_upper_bound=bound)
+            if not np.any(np.isfinite(dist)):
+                out.append((cap + 1e-6, 0.0))
+                continue
+            # m = min over centres of the centre-to-segment distance <= ub. The closest
+            # cell has its centre within m + r_cell <= ub + r_cell =: R of the segment:
+            # collect the capsule of radius R with balls along the axis.
             ub = float(dist.min())
-            radius = ub + r_cell + 0.5 * h + 1e-9
-            near = samples[dist <= radius]
-            if len(near) == 1:
-                idx = np.asarray(d.tree.query_ball_point(near[0], radius), dtype=np.int64)
+            cap_r = ub + r_cell + 1e-9
+            nb = max(1, int(math.ceil(length / max(cap_r, 0.5))))
+            ball_t = (np.arange(nb) + 0.5) / nb
+            centres = a + ball_t[:, None] * (b - a)
+            ball_r = cap_r + 0.5 * length / nb + 1e-9  # covers the capsule incl. its ends
+            if nb == 1:
+                idx = np.asarray(d.tree.query_ball_point(centres[0], ball_r), dtype=np.int64)
             else:
-                idx_lists = d.tree.query_ball_point(near, radius)
+                idx_lists = d.tree.query_ball_point(centres, ball_r)
                 idx = np.unique(np.concatenate([np.asarray(x, dtype=np.int64)
                                                 for x in idx_lists]))
             cen = d.centres_q[idx]
             segc, _ = point_segment_distance(cen, a, b)
             m = float(segc.min())
             cands.append(cen[segc <= m + r_cell + 1e-9])
-        if not cands:
-            return []
-        counts = np.array([len(c) for c in cands])
-        allc = np.concatenate(cands)
-        dist_box, t_box = segment_box_distance(a, b, allc - sp / 2, allc + sp / 2)
-        out = []
-        start = 0
-        for cnt in counts:
-            seg = dist_box[start:start + cnt]
-            best = int(np.argmin(seg))
-            out.append((float(seg[best]), float(t_box[start + best])))
-            start += cnt
-        return out
+            out.append(None)
+        if cands:
+            counts = np.array([len(c) for c in cands])
+            allc = np.concatenate(cands)
+            dist_box, t_box = segment_box_distance(a, b, allc - sp / 2, allc + sp / 2)
+            start = 0
+            results = []
+            for cnt in counts:
+                seg = dist_box[start:start + cnt]
+                best = int(np.argmin(seg))
+                results.append((float(seg[best]), float(t_box[start + best])))
+                start += cnt
+            it = iter(results)
+            out = [next(it) if o is None else o for o in out]
+        return out  # type: ignore[return-value]
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(
@@ -387,9 +396,10 @@ class PlanningEngine:
         min_organ_length_mm : mapping, optional
             Organ name → required length (mm) through it; caution if shorter.
         range_mm : float, optional
-            When given, structures whose bounding box is farther than this from the
-            needle axis are not computed exactly: their clearance is the (lower-bound)
-            distance to the bounding box, flagged ``exact=False``. None = all exact.
+            When given, structures farther than this (axis distance, mm) from the
+            needle are not computed exactly: their clearance is a lower bound (≥ the
+            range, or the distance to their bounding box) flagged ``exact=False``.
+            None = all exact.
 
         Raises
         ------
@@ -470,7 +480,11 @@ class PlanningEngine:
             far = {d.struct.name: (float(x), float(y))
                    for d, x, y in zip(todo, bd, bt) if x > range_mm}
             todo = [d for d in todo if d.struct.name not in far]
-        exact = dict(zip([d.struct.name for d in todo], self._exact_many(todo, a_q, b_q)))
+        cap = range_mm if range_mm is not None else np.inf
+        exact = dict(zip([d.struct.name for d in todo],
+                         self._exact_many(todo, a_q, b_q, cap=cap)))
+        # Values beyond the range are lower bounds only (cheap early exit).
+        far.update({k: v for k, v in exact.items() if v[0] > cap})
         for name, d in self._data.items():
             s = d.struct
             if structures == "forbidden" and not s.forbidden:
@@ -517,7 +531,7 @@ class PlanningEngine:
             capsule_angle_deg=capsule, verdict=verdict, reasons=reasons)
 
     def rescore(self, entry_lps: ArrayLike, target_lps: ArrayLike, *,
-                range_mm: float = 25.0) -> TrajectoryMetrics:
+                range_mm: float = 10.0) -> TrajectoryMetrics:
         """Fast path while dragging (a few ms): :meth:`evaluate` with forbidden-structure
         clearances only, exact within ``range_mm`` of the needle and lower bounds beyond.
 

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SearchConstraints", "SearchWeights", "SearchResult", "search", "REGIONS"]
 
+#: Sample step (mm) of the first, coarse pass over every candidate path.
+COARSE_STEP_MM = 3.0
+
 #: Skin regions by outward-normal direction (LPS): excluded when normal·dir > cos 45°.
 REGIONS: dict[str, tuple[float, float, float]] = {
     "anterior": (0.0, -1.0, 0.0), "posterior": (0.0, 1.0, 0.0),
@@ -107,7 +110,7 @@ class SearchWeights:
     length: float = 1.0
     clearance: float = 1.0
     capsule_angle: float = 0.5
-    clearance_saturation_mm: float = 20.0
+    clearance_saturation_mm: float = 10.0
 
     def to_dict(self) -> dict[str, float]:
         """JSON-friendly form."""
@@ -146,6 +149,20 @@ class SearchResult:
     weights: SearchWeights
     timings_s: dict[str, float]
     stats: dict[str, int]
+    skin_index: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def skin_risk(self) -> NDArray[np.float64]:
+        """Risk per point of :meth:`PlanningEngine.skin_points` (n_skin_points,), for
+        colouring the whole skin: the candidate's risk, 1.0 where out of reach."""
+        out = np.ones(self.n_skin_points)
+        out[self.skin_index] = self.risk
+        return out
+
+    def skin_feasible(self) -> NDArray[np.bool_]:
+        """Feasibility per point of :meth:`PlanningEngine.skin_points`."""
+        out = np.zeros(self.n_skin_points, dtype=bool)
+        out[self.skin_index] = self.feasible
+        return out
 
     @property
     def n_candidates(self) -> int:
@@ -336,7 +353,7 @@ class _GlobalField:
         return out_lo, out_hi, arg_hi
 
 
-def global_field(engine: "PlanningEngine", pad_mm: float = 30.0,
+def global_field(engine: "PlanningEngine", pad_mm: float = 15.0,
                  progress: ProgressCallback | None = None) -> _GlobalField:
     """The engine's cached combined search field (built on first use)."""
     cache = getattr(engine, "_search_field", None)
@@ -348,7 +365,7 @@ def global_field(engine: "PlanningEngine", pad_mm: float = 30.0,
     return cache
 
 
-def precompute_fields(engine: "PlanningEngine", *, pad_mm: float = 30.0,
+def precompute_fields(engine: "PlanningEngine", *, pad_mm: float = 15.0,
                       progress: ProgressCallback | None = None) -> None:
     """Build the search distance maps of every forbidden structure now (else lazily)."""
     global_field(engine, pad_mm, progress)
@@ -431,11 +448,12 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     report(progress, 0.05, f"{n} candidate entries within {max_len:.0f} mm")
 
     # -- sample every candidate path (target at t=0, entry at t=1) ---------------------
+    # Pass 1 samples every path coarsely (step <= coarse_step_mm); passes 2 and 3 resample
+    # only the paths whose bounds could not decide, at <= 1 mm, with the nearest and then
+    # all 8 lattice corners; the exact computation decides what is left.
     t1 = time.perf_counter()
-    h_target = float(min(1.0, sp.min()))
-    n_samp = max(2, int(math.ceil((length.max() if n else 1.0) / h_target)) + 1)
-    tt = np.linspace(0.0, 1.0, n_samp, dtype=np.float32)
-    step = length / (n_samp - 1)  # per-candidate sample step (mm)
+    fine_step = float(min(1.0, sp.min()))
+    coarse_step = max(fine_step, COARSE_STEP_MM)
     tq = frame.lps_to_q(target).astype(np.float32)
     eq = frame.lps_to_q(entries).astype(np.float32)
     target_structs = engine.labels_at(target)
@@ -445,7 +463,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     sat = w.clearance_saturation_mm
     forb_all = [d for d in engine._data.values() if d.struct.forbidden]
     max_margin = max((d.struct.margin_mm for d in forb_all), default=0.0)
-    pad_mm = max(30.0, sat + radius + 2.0, max_margin + engine.caution_band_mm + radius + 2.0)
+    pad_mm = max(sat, max_margin + engine.caution_band_mm) + radius + 2.0
     tf = time.perf_counter()
     gf = global_field(engine, pad_mm)
     timings["fields"] = time.perf_counter() - tf
@@ -455,89 +473,138 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     u_lo = np.full(n, np.inf, dtype=np.float32)
     u_hi = np.full(n, np.inf, dtype=np.float32)
     arg_hi = np.zeros(n, dtype=np.int64)
-    arg_lo = np.zeros(n, dtype=np.int64)
-    inside_count = {name: np.zeros(n, dtype=np.int32) for name in track}
+    inside_len = {name: np.zeros(n, dtype=np.float64) for name in track}
     capsule_t = np.zeros(n, dtype=np.float32)
     sp32 = sp.astype(np.float32)
     shape = np.asarray(frame.shape_ijk)
-    chunk = max(1, 2_000_000 // n_samp)
-    for start in range(0, n, chunk):
-        idx = np.arange(start, min(n, start + chunk))
-        idx = idx[feasible[idx]]
-        if not len(idx):
+
+    # Per layer: label value -> is forbidden, and -> index in ``forb``.
+    forb_lut: list[NDArray[np.bool_] | None] = []
+    forb_index: list[NDArray[np.int64]] = []
+    for li, layer in enumerate(engine.labels.layers):
+        in_layer = [(k, d) for k, d in enumerate(forb) if d.struct.layer == li]
+        if not in_layer:
+            forb_lut.append(None)
+            forb_index.append(np.zeros(1, dtype=np.int64))
             continue
-        q = tq + tt[None, :, None] * (eq[idx] - tq)[:, None, :]
-        if forb:
-            glo, ghi, ulo, uhi, arg = gf.lookup(q, sp)
-            half = 0.5 * step[idx].astype(np.float32)
-            k_lo = np.argmin(glo, axis=1)
-            g_lo[idx] = glo[np.arange(len(idx)), k_lo] - half
-            arg_lo[idx] = arg[np.arange(len(idx)), k_lo]
-            k_hi = np.argmin(ghi, axis=1)
-            g_hi[idx] = ghi[np.arange(len(idx)), k_hi]
-            arg_hi[idx] = arg[np.arange(len(idx)), k_hi]
-            u_lo[idx] = np.maximum(ulo.min(axis=1) - half, 0.0)
-            u_hi[idx] = uhi.min(axis=1)
-        if track:
-            cell = np.rint(q / sp32).astype(np.int32)
-            np.clip(cell, 0, (shape - 1).astype(np.int32), out=cell)
-            for name in track:
-                st = engine._data[name].struct
-                ino = engine.labels.layers[st.layer][cell[..., 2], cell[..., 1],
-                                                     cell[..., 0]] == st.label
-                inside_count[name][idx] = ino.sum(axis=1)
-                if name == organ:
-                    outside = ~ino
-                    first = np.where(outside.any(axis=1), np.argmax(outside, axis=1),
-                                     n_samp - 1)
-                    capsule_t[idx] = (np.maximum(first, 1) - 0.5) / (n_samp - 1)
-        report(progress, 0.05 + 0.6 * (idx[-1] + 1) / max(1, n), "scoring candidates")
+        size = int(max(int(layer.max()), max(d.struct.label for _, d in in_layer))) + 1
+        lut = np.zeros(size, dtype=bool)
+        index = np.zeros(size, dtype=np.int64)
+        for k, d in in_layer:
+            lut[d.struct.label] = True
+            index[d.struct.label] = k
+        forb_lut.append(lut)
+        forb_index.append(index)
+
+    def sample_pass(sel: NDArray[np.int64], h: float, mode: str) -> None:
+        if not len(sel):
+            return
+        n_s = max(2, int(math.ceil(float(length[sel].max()) / h)) + 1)
+        tt = np.linspace(0.0, 1.0, n_s, dtype=np.float32)
+        chunk = max(1, 1_500_000 // n_s)
+        for start in range(0, len(sel), chunk):
+            idx = sel[start:start + chunk]
+            rows = np.arange(len(idx))
+            q = tq + tt[None, :, None] * (eq[idx] - tq)[:, None, :]
+            half = (0.5 * length[idx] / (n_s - 1)).astype(np.float32)
+            if forb and mode == "eight":
+                # A sample inside a forbidden cell proves the path infeasible.
+                cell = np.rint(q / sp32).astype(np.int32)
+                np.clip(cell, 0, (shape - 1).astype(np.int32), out=cell)
+                for li, layer in enumerate(engine.labels.layers):
+                    lut = forb_lut[li]
+                    if lut is None:
+                        continue
+                    vals = layer[cell[..., 2], cell[..., 1], cell[..., 0]]
+                    hit = lut[vals]
+                    rows_hit = np.flatnonzero(hit.any(axis=1))
+                    if len(rows_hit):
+                        first = np.argmax(hit[rows_hit], axis=1)
+                        g_hi[idx[rows_hit]] = -np.inf
+                        arg_hi[idx[rows_hit]] = forb_index[li][vals[rows_hit, first]]
+                glo, ghi, arg = gf.lookup8(q, sp)
+                g_lo[idx] = np.maximum(g_lo[idx], glo.min(axis=1) - half)
+                k_hi = np.argmin(ghi, axis=1)
+                new_hi = ghi[rows, k_hi]
+                upd = new_hi < g_hi[idx]
+                g_hi[idx] = np.where(upd, new_hi, g_hi[idx])
+                arg_hi[idx] = np.where(upd, arg[rows, k_hi], arg_hi[idx])
+            elif forb:
+                glo, ghi, ulo, uhi, arg = gf.lookup(q, sp)
+                new_lo = glo.min(axis=1) - half
+                g_lo[idx] = np.where(np.isfinite(g_lo[idx]), np.maximum(g_lo[idx], new_lo),
+                                     new_lo)
+                k_hi = np.argmin(ghi, axis=1)
+                new_hi = ghi[rows, k_hi]
+                upd = new_hi < g_hi[idx]
+                g_hi[idx] = np.where(upd, new_hi, g_hi[idx])
+                arg_hi[idx] = np.where(upd, arg[rows, k_hi], arg_hi[idx])
+                new_ulo = np.maximum(ulo.min(axis=1) - half, 0.0)
+                u_lo[idx] = np.where(np.isfinite(u_lo[idx]), np.maximum(u_lo[idx], new_ulo),
+                                     new_ulo)
+                u_hi[idx] = np.minimum(u_hi[idx], uhi.min(axis=1))
+            if mode == "coarse" and track:
+                cell = np.rint(q / sp32).astype(np.int32)
+                np.clip(cell, 0, (shape - 1).astype(np.int32), out=cell)
+                for name in track:
+                    st = engine._data[name].struct
+                    ino = engine.labels.layers[st.layer][cell[..., 2], cell[..., 1],
+                                                         cell[..., 0]] == st.label
+                    inside_len[name][idx] = ino.sum(axis=1) * (2.0 * half)
+                    if name == organ:
+                        outside = ~ino
+                        first = np.where(outside.any(axis=1), np.argmax(outside, axis=1),
+                                         n_s - 1)
+                        capsule_t[idx] = (np.maximum(first, 1) - 0.5) / (n_s - 1)
+
+    sample_pass(np.flatnonzero(feasible), coarse_step, "coarse")
+    report(progress, 0.4, "scoring candidates")
     timings["sampling"] = time.perf_counter() - t1 - timings["fields"]
 
     # -- feasibility against forbidden structures (exact where bounds cannot decide) ------
     # g = min_s(dist_s - margin_s): feasible iff g >= needle radius.
     t2 = time.perf_counter()
-    ok_sure = g_lo >= radius
-    bad_sure = g_hi < radius
-    amb = feasible & ~ok_sure & ~bad_sure
+    amb = feasible & ~(g_lo >= radius) & ~(g_hi < radius)
+    n_amb0 = int(amb.sum())
+    sample_pass(np.flatnonzero(amb), fine_step, "nearest")
+    amb = feasible & ~(g_lo >= radius) & ~(g_hi < radius)
     n_amb1 = int(amb.sum())
-    sel_amb = np.flatnonzero(amb)
-    for start in range(0, len(sel_amb), chunk):
-        idx = sel_amb[start:start + chunk]
-        q = tq + tt[None, :, None] * (eq[idx] - tq)[:, None, :]
-        glo, ghi, arg = gf.lookup8(q, sp)
-        half = 0.5 * step[idx].astype(np.float32)
-        g_lo[idx] = np.maximum(g_lo[idx], glo.min(axis=1) - half)
-        k_hi = np.argmin(ghi, axis=1)
-        new_hi = ghi[np.arange(len(idx)), k_hi]
-        upd = new_hi < g_hi[idx]
-        g_hi[idx] = np.where(upd, new_hi, g_hi[idx])
-        arg_hi[idx] = np.where(upd, arg[np.arange(len(idx)), k_hi], arg_hi[idx])
+    sample_pass(np.flatnonzero(amb), fine_step, "eight")
     ok_sure = g_lo >= radius
     bad_sure = g_hi < radius
     amb = feasible & ~ok_sure & ~bad_sure
     n_refined = 0
-    sp_half = sp / 2
+    bb_lo = np.zeros((len(forb), 3))
+    bb_hi = np.zeros((len(forb), 3))
+    margins = np.zeros(len(forb))
     if forb:
-        bb_lo = np.array([d.bbox_lo for d in forb]) * sp - sp_half
-        bb_hi = np.array([d.bbox_hi for d in forb]) * sp + sp_half
+        bb_lo = np.array([d.bbox_lo for d in forb]) * sp - sp / 2
+        bb_hi = np.array([d.bbox_hi for d in forb]) * sp + sp / 2
         margins = np.array([d.struct.margin_mm for d in forb])
-    for i in np.flatnonzero(amb):
+    amb_idx = np.flatnonzero(amb)
+    bd_amb = np.zeros((len(amb_idx), len(forb)))
+    if len(amb_idx) and forb:
+        bd_amb, _ = segment_box_distance(eq[amb_idx].astype(float)[:, None, :],
+                                         tq.astype(float)[None, None, :],
+                                         bb_lo[None, :, :], bb_hi[None, :, :])
+    for row, i in enumerate(amb_idx):
         a_q = eq[i].astype(float)
         b_q = tq.astype(float)
-        bd, _ = segment_box_distance(a_q[None, :], b_q[None, :], bb_lo, bb_hi)
+        bd = bd_amb[row]
         worst = np.inf
         worst_k = 0
         for k in np.argsort(bd - margins):
             if bd[k] - margins[k] >= min(worst, radius):
-                break  # cannot change the decision nor the most critical structure
+                break  # the remaining structures cannot make it infeasible
             dist_k, _ = engine._exact_q(forb[k], a_q, b_q,
                                         cap=margins[k] + min(worst, radius))
             n_refined += 1
             if dist_k - margins[k] < worst:
                 worst, worst_k = dist_k - margins[k], int(k)
+            if worst < radius:
+                break  # infeasible: decided
         g_lo[i] = g_hi[i] = worst
-        arg_lo[i] = arg_hi[i] = worst_k
+        arg_hi[i] = worst_k
         bad_sure[i] = worst < radius
     bad_any = feasible & bad_sure
     for i in np.flatnonzero(bad_any):
@@ -546,18 +613,22 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         rejected[name] = int(np.sum(reason[bad_any] == name))
     feasible &= ~bad_any
     for organ_name, need in min_len.items():
-        got = inside_count[organ_name] * step
+        got = inside_len[organ_name]
         reject(feasible & (got < need), f"< {need:g} mm through {organ_name}")
 
     # -- minimum clearance per candidate -------------------------------------------------------
     is_exact = np.zeros(n, dtype=bool)
     if forb and c.exact_clearance:
-        for i in np.flatnonzero(feasible):
-            if u_hi[i] - u_lo[i] <= 0.5:
-                continue
+        need = np.flatnonzero(feasible & (u_hi - u_lo > 0.5))
+        bd_all = np.zeros((0, len(forb)))
+        if len(need):
+            bd_all, _ = segment_box_distance(eq[need].astype(float)[:, None, :],
+                                             tq.astype(float)[None, None, :],
+                                             bb_lo[None, :, :], bb_hi[None, :, :])
+        for row, i in enumerate(need):
             a_q = eq[i].astype(float)
             b_q = tq.astype(float)
-            bd, _ = segment_box_distance(a_q[None, :], b_q[None, :], bb_lo, bb_hi)
+            bd = bd_all[row]
             best = float(u_hi[i])
             for k in np.argsort(bd):
                 if bd[k] >= best:
@@ -567,7 +638,8 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
                 best = min(best, dist_k)
             u_lo[i] = u_hi[i] = best
             is_exact[i] = True
-    is_exact |= u_hi - u_lo <= 0.5
+    with np.errstate(invalid="ignore"):
+        is_exact |= u_hi - u_lo <= 0.5
     # Contract: exact values are reported as such; otherwise the guaranteed lower bound.
     min_clear = np.where(is_exact, 0.5 * (u_lo + u_hi), u_lo).astype(float) - radius
     min_clear[~np.isfinite(u_lo)] = np.inf
@@ -628,8 +700,9 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         critical_structure=closest, craniocaudal_angle_deg=cc, capsule_angle_deg=capsule,
         score=score, risk=risk, pareto=pareto, suggestions=suggestions, rejected=rejected,
         n_skin_points=n_skin, constraints=c, weights=w, timings_s=timings,
-        stats={"candidates": n, "samples_per_path": n_samp, "exact_refinements": n_refined,
-               "forbidden_structures": len(forb), "ambiguous_nearest_corner": n_amb1,
+        skin_index=np.flatnonzero(reach),
+        stats={"candidates": n, "exact_refinements": n_refined,
+               "forbidden_structures": len(forb), "ambiguous_coarse": n_amb0, "ambiguous_nearest_corner": n_amb1,
                "ambiguous_after_8_corners": int(amb.sum())})
 
 

@@ -203,12 +203,20 @@ def generate_sample_case(out_dir: str | os.PathLike[str] | None = None, *, seed:
     try:
         _write_case(work, seed=seed, size_ijk=size_ijk, spacing_mm=spacing_mm,
                     intraop_slices=intraop_slices, progress=progress)
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "case")
-        os.replace(work, target)
-        if old is not None:
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        try:
+            if target.exists():
+                try:
+                    os.replace(target, old / "case")
+                except FileNotFoundError:
+                    pass  # removed meanwhile by a concurrent generator
+            try:
+                os.replace(work, target)
+            except OSError:
+                # another process put a case there in the meantime: keep it if complete
+                if not SampleCase.in_folder(target).is_complete(seed=seed):
+                    raise
+        finally:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         raise DatasetError(f"cannot write the sample case to {target}: {exc}") from exc

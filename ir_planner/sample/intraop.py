@@ -48,7 +48,7 @@ NEEDLE_GAUGE_MM: dict[int, float] = {14: 2.11, 15: 1.83, 16: 1.65, 17: 1.47, 18:
 
 _SCANNER_MAX_HU = 3071.0
 _SAFE_NAMES = ("skin", "subcutaneous_fat", "abdominal_wall_muscle", "visceral_fat",
-               "diaphragm", "liver")
+               "diaphragm", "liver", "autochthon_left", "autochthon_right")
 
 
 @dataclass
@@ -93,14 +93,18 @@ def _lookup(labels: LabelMap, points_lps: NDArray[np.float64]) -> NDArray[np.int
     return out
 
 
-def find_safe_path(labels: LabelMap, target: str, centre_lps: Any, *, margin_mm: float = 4.0,
-                   max_tilt_deg: float = 30.0, max_dz_mm: float = 60.0,
-                   max_entry_y_mm: float = 40.0) -> tuple[NDArray[np.float64], float]:
-    """The shortest straight path from the skin to ``centre_lps`` that stays clear.
+def find_safe_path(labels: LabelMap, target: str, centre_lps: Any, *,
+                   needle_radius_mm: float = 0.75, max_tilt_deg: float = 30.0,
+                   max_dz_mm: float = 60.0, max_entry_y_mm: float = 40.0,
+                   ) -> tuple[NDArray[np.float64], float]:
+    """The shortest straight path from the skin to ``centre_lps`` that keeps its margins.
 
     A brute-force search over in-plane angles (5° steps) and craniocaudal tilts
-    (10° steps): every point of the path and of a ring of radius ``margin_mm``
-    around it must lie in skin, fat, wall muscle, diaphragm, liver or the target.
+    (10° steps). The needle axis may only cross skin, fat, wall muscle, diaphragm,
+    liver and the target; around it, rings of probe points at 1, 2.5, 3.5 and 5.5 mm
+    must keep every other structure farther than its ``margin_mm`` (catalog default:
+    bone 2, vessels and bowel 3, lung 5 mm) plus the needle radius. Entries through
+    the back (on the table) are excluded.
 
     Returns
     -------
@@ -111,7 +115,14 @@ def find_safe_path(labels: LabelMap, target: str, centre_lps: Any, *, margin_mm:
     centre = np.asarray(centre_lps, dtype=float)
     allowed = {labels.get(n).label for n in _SAFE_NAMES if n in labels.names}
     allowed.add(labels.get(target).label)
-    allowed_arr = np.array(sorted(allowed))
+    clearance = np.full(256, needle_radius_mm)  # mm a probe must be from this label
+    clearance[0] = 0.0
+    for s in labels.structures:
+        if s.layer == 0 and s.label < 256:
+            clearance[s.label] = 0.0 if s.label in allowed else (
+                needle_radius_mm + (s.margin_mm if s.forbidden else 0.0))
+    radii = np.array([1.0, 2.5, 3.5, 5.5])
+    angles = np.linspace(0, 2 * math.pi, 16, endpoint=False)
     best: tuple[float, NDArray[np.float64], float] | None = None
     steps = np.arange(0.0, 300.0, 1.0)
     tilts = np.arange(-max_tilt_deg, max_tilt_deg + 1e-6, 10.0)
@@ -128,18 +139,17 @@ def find_safe_path(labels: LabelMap, target: str, centre_lps: Any, *, margin_mm:
             entry = centre + s_exit * d
             if entry[1] > max_entry_y_mm or abs(entry[2] - centre[2]) > max_dz_mm:
                 continue
-            # ring of points around the path at margin_mm
+            inner = pts[: outside[0]]
+            if np.any(clearance[np.minimum(lab[: outside[0]], 255)] > 0):
+                continue
             e1 = np.cross(d, [0.0, 0.0, 1.0] if abs(d[2]) < 0.9 else [1.0, 0.0, 0.0])
             e1 /= np.linalg.norm(e1)
             e2 = np.cross(d, e1)
-            angles = np.linspace(0, 2 * math.pi, 8, endpoint=False)
-            ring = margin_mm * (np.cos(angles)[:, None] * e1 + np.sin(angles)[:, None] * e2)
-            inner = pts[: outside[0]]
-            probe = np.concatenate([inner[:, None, :], inner[:, None, :] + ring[None]], axis=1)
-            plab = _lookup(labels, probe)
-            # outside-body ring points near the skin are fine (label 0)
-            ok = np.isin(plab, allowed_arr) | (plab == 0)
-            if not ok.all():
+            unit = np.cos(angles)[:, None] * e1 + np.sin(angles)[:, None] * e2  # (16, 3)
+            ring = (radii[:, None, None] * unit[None]).reshape(-1, 3)  # (64, 3)
+            rho = np.repeat(radii, angles.size)
+            plab = _lookup(labels, inner[:, None, :] + ring[None])  # (n, 64)
+            if np.any(clearance[np.minimum(plab, 255)] > rho[None, :]):
                 continue
             score = s_exit + 0.3 * abs(tilt)
             if best is None or score < best[0]:

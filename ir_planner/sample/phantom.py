@@ -27,8 +27,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from ir_planner.core.errors import InputError
 from ir_planner.core.labels import LabelMap, Structure
-from ir_planner.core.progress import ProgressCallback, report
+from ir_planner.core.progress import ProgressCallback, report, subrange
 from ir_planner.core.volume import ImageVolume, affine_from_geometry
 
 __all__ = [
@@ -36,7 +37,10 @@ __all__ = [
     "TISSUE_HU",
     "LABEL_NAMES",
     "Anatomy",
+    "Tumour",
     "make_anatomy",
+    "finish_ct",
+    "grid_axes",
     "make_phantom",
     "render_tissue",
     "tissue_to_hu",
@@ -77,6 +81,8 @@ _TISSUES: list[tuple[str, float]] = [
     ("heart", 140.0),
     ("stool", -40.0),
     ("renal_sinus", -60.0),
+    ("pancreas", 90.0),
+    ("bile", 8.0),
 ]
 _T = {name: n for n, (name, _) in enumerate(_TISSUES)}
 #: Hounsfield value (noise-free) of every tissue, by tissue name.
@@ -97,7 +103,7 @@ _FIXED_NAMES = [
     "superior_mesenteric_vein", "aorta", "inferior_vena_cava", "iliac_artery_left",
     "iliac_artery_right", "iliac_vena_left", "iliac_vena_right",
     "spleen", "kidney_left", "kidney_right", "stomach", "colon", "small_bowel",
-    "spinal_cord", "intervertebral_discs",
+    "spinal_cord", "intervertebral_discs", "pancreas", "gallbladder",
 ]
 _ALL_NAMES = (
     _FIXED_NAMES
@@ -150,8 +156,6 @@ def make_anatomy(*, seed: int = 0, tumours: int = 2) -> Anatomy:
         Number of liver tumours, 0, 1 or 2.
     """
     if tumours not in (0, 1, 2):
-        from ir_planner.core.errors import InputError
-
         raise InputError(f"tumours must be 0, 1 or 2; got {tumours}")
     rng = np.random.default_rng([int(seed), 7])
     jitter = rng.uniform(-3.0, 3.0, size=(2, 3))
@@ -311,7 +315,6 @@ def _render_block(b: _Block, anatomy: Anatomy, *, table: bool) -> None:
     # In-plane quantities do not depend on z: compute them once on the slab's (y, x).
     x2 = b.x.astype(np.float32)[np.newaxis, :]
     y2 = b.y.astype(np.float32)[:, np.newaxis]
-    nz = b.z.size
 
     def plane(mask2d: NDArray[np.bool_], label: int, tissue: int) -> None:
         m = np.broadcast_to(mask2d, b.labels.shape)
@@ -409,6 +412,17 @@ def _render_block(b: _Block, anatomy: Anatomy, *, table: bool) -> None:
         return wall, codes
 
     b.paint(lo, hi, stomach, L["stomach"], None, only=below)
+
+    # pancreas (head by the duodenal sweep, body across the aorta, tail at the splenic hilum)
+    for p0, p1, r in (((-25.0, -12.0, -25.0), (5.0, -22.0, -5.0), 13.0),
+                      ((5.0, -22.0, -5.0), (45.0, -5.0, 12.0), 10.0),
+                      ((45.0, -5.0, 12.0), (70.0, 18.0, 25.0), 8.0)):
+        lo, hi, fn = _tube(p0, p1, r)
+        b.paint(lo, hi, lambda x, y, z, fn=fn: fn(x, y, z)[0], L["pancreas"], T["pancreas"],
+                only=below)
+    # gallbladder in its fossa on the liver's undersurface
+    lo, hi, fn = _ellipsoid((-45.0, -55.0, 0.0), (14.0, 14.0, 28.0), 0.0)
+    b.paint(lo, hi, fn, L["gallbladder"], T["bile"], only=(L["liver"], L["visceral_fat"]))
 
     # --- vessels ------------------------------------------------------------------------
     def paint_tube(p0: Any, p1: Any, r0: float, r1: float | None, label: int, tissue: int,
@@ -555,7 +569,6 @@ def _render_block(b: _Block, anatomy: Anatomy, *, table: bool) -> None:
                 b.labels[kk, jj, ii] = L[f"rib_{side}_{n}"]
                 b.tissue[kk, jj, ii] = np.where(marrow[kk, cc], T["bone_marrow"],
                                                 T["bone_cortex"])
-    del nz
 
 
 def render_tissue(x_mm: NDArray[Any], y_mm: NDArray[Any], z_mm: NDArray[Any],
@@ -674,8 +687,6 @@ def make_phantom(*, size_ijk: tuple[int, int, int] = (256, 256, 96),
     >>> image.shape_ijk
     (64, 64, 24)
     """
-    from ir_planner.core.errors import InputError
-
     size = tuple(int(n) for n in size_ijk)
     spacing = tuple(float(s) for s in spacing_mm)
     if len(size) != 3 or min(size) < 1:
@@ -684,7 +695,7 @@ def make_phantom(*, size_ijk: tuple[int, int, int] = (256, 256, 96),
         raise InputError(f"spacing_mm must be three positive numbers; got {spacing_mm}")
     anatomy = make_anatomy(seed=seed, tumours=tumours)
     x, y, z = grid_axes(size, spacing)
-    tissue, labels = render_tissue(x, y, z, anatomy, progress=_sub(progress, 0.0, 0.6))
+    tissue, labels = render_tissue(x, y, z, anatomy, progress=subrange(progress, 0.0, 0.6))
     report(progress, 0.6, "adding scanner blur and noise")
     rng = np.random.default_rng([int(seed), 1])
     ct = finish_ct(tissue, rng, spacing_mm=spacing, noise_hu=noise_hu)
@@ -715,9 +726,3 @@ def make_phantom(*, size_ijk: tuple[int, int, int] = (256, 256, 96),
     }
     report(progress, 1.0, "phantom ready")
     return image, label_map, info
-
-
-def _sub(progress: ProgressCallback | None, a: float, b: float) -> ProgressCallback | None:
-    from ir_planner.core.progress import subrange
-
-    return subrange(progress, a, b)

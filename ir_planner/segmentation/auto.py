@@ -13,7 +13,9 @@ CT pipeline (Hounsfield units):
   threshold within the opening radius, holes filled slice by slice (axial).
 * **bone** – hysteresis: voxels ``> 100 HU`` connected to seeds ``> 300 HU``,
   then axial holes smaller than 15 cm² with mean ``> 0 HU`` filled (cancellous
-  bone). No closing: ribs stay ribs; the spinal canal (CSF) stays open.
+  bone). No closing: ribs stay ribs. Where a vertebral ring encloses the
+  spinal canal in an axial slice, the canal (CSF 10–40 HU, not separable from
+  fatty marrow by intensity) is filled into the bone.
 * **lungs / airways** – air (``< -400 HU``) inside the body; a component is
   lung when it is larger than 20 ml, its median is above -930 HU and less
   than 20 % of it is below -950 HU (lung parenchyma with vessels, unlike the
@@ -22,12 +24,17 @@ CT pipeline (Hounsfield units):
   leak check; the airway is removed from the lungs.
 * **bowel gas** – remaining air (``< -500 HU``) inside the body, components
   over 0.5 ml.
-* **vessels** – only if the scan is contrast-enhanced (at least
-  ``contrast_min_ml`` of 150–600 HU soft tissue outside bone): multi-scale
-  Frangi objectness (sigmas from 1 to 9 mm, for 2–25 mm vessels) seeds grown
-  into the enhanced (> 130 HU) non-bone tissue.
+* **contrast** – detected from *lumens*: homogeneous (local SD < 35 HU), thick
+  150–500 HU regions inside the body, at least ``contrast_min_ml`` (10 ml) of
+  them; the report says whether the scan is enhanced. In an enhanced scan the
+  bone is split from lumens it touches (watershed on the gradient from cortex
+  and lumen markers), so the aorta on the spine stays a vessel.
+* **vessels** – only if contrast-enhanced: multi-scale Frangi objectness
+  (sigmas 1, 2, 4, 8 mm, for 2–25 mm vessels) seeds plus the lumens, grown into
+  the enhanced (> 130 HU) non-bone tissue they touch (an enhancing organ fed by
+  a vessel comes with it: over- rather than under-inclusive).
 
-MR: the body contour only (intensity above an Otsu threshold of the
+MR: the body contour only (intensity above half an Otsu threshold of the
 foreground), with a warning that bone, lung, airway, bowel gas and vessels are
 not available from MR.
 """
@@ -51,7 +58,7 @@ from ir_planner.core.volume import ImageVolume
 from ir_planner.segmentation._sitk import superior_array_axis, to_sitk
 
 __all__ = ["AutoSegmentationReport", "segment_auto", "segment_ct", "segment_mr",
-           "is_contrast_enhanced"]
+           "segment_for_planning", "is_contrast_enhanced", "contrast_lumens"]
 
 #: Structure names written by the automatic segmenter, with their categories.
 STRUCTURE_CATEGORIES: dict[str, Category] = {
@@ -81,7 +88,7 @@ class AutoSegmentationReport:
     contrast_enhanced : bool or None
         CT only: whether contrast enhancement was detected (None for MR).
     contrast_ml : float
-        CT only: volume (ml) of enhanced (150–600 HU) non-bone soft tissue.
+        CT only: volume (ml) of contrast-filled lumens found (homogeneous 150–500 HU).
     working_spacing_mm : tuple of float
         Spacing (i, j, k) of the grid the pipeline ran on.
     """
@@ -190,32 +197,39 @@ def _dilate(mask: NDArray[np.bool_], ref: sitk.Image, radius: list[int]) -> NDAr
 
 def _to_full(mask: NDArray[np.bool_], work: sitk.Image, full: sitk.Image,
              factors: list[int]) -> NDArray[np.bool_]:
-    """Map a working-grid mask onto the full grid (linear interpolation, cut at 0.5)."""
+    """Map a working-grid mask onto the full grid (linear interpolation, cut at half).
+
+    The working grid is ``BinShrink(full, factors)``: coarse voxel ``c`` covers full
+    voxels ``f·c … f·c + f - 1``. ``sitk.Expand`` (linear) inverts that exactly on the
+    mask's bounding box; full voxels past the last whole bin copy their neighbour.
+    """
+    full_shape = sitk.GetArrayViewFromImage(full).shape
     if all(f == 1 for f in factors):
         return mask
-    if not mask.any():
-        return np.zeros(sitk.GetArrayViewFromImage(full).shape, dtype=bool)
-    # crop to the mask's bounding box (plus a margin) in the working grid
-    nz = np.nonzero(mask)
-    lo = [max(0, int(v.min()) - 2) for v in nz]
-    hi = [min(s, int(v.max()) + 3) for v, s in zip(nz, mask.shape)]
-    sub = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float32)
-    sub_img = sitk.GetImageFromArray(sub)
-    sub_img.SetSpacing(work.GetSpacing())
-    sub_img.SetDirection(work.GetDirection())
-    sub_img.SetOrigin(work.TransformIndexToPhysicalPoint([lo[2], lo[1], lo[0]]))
-    # matching region of the full grid
-    full_shape = sitk.GetArrayViewFromImage(full).shape
-    flo = [max(0, (lo[a] - 1) * factors[2 - a]) for a in range(3)]
-    fhi = [min(full_shape[a], (hi[a] + 1) * factors[2 - a]) for a in range(3)]
-    ref = sitk.Image([fhi[2] - flo[2], fhi[1] - flo[1], fhi[0] - flo[0]], sitk.sitkFloat32)
-    ref.SetSpacing(full.GetSpacing())
-    ref.SetDirection(full.GetDirection())
-    ref.SetOrigin(full.TransformIndexToPhysicalPoint([flo[2], flo[1], flo[0]]))
-    res = sitk.Resample(sub_img, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32,
-                        True)
     out = np.zeros(full_shape, dtype=bool)
-    out[flo[0]:fhi[0], flo[1]:fhi[1], flo[2]:fhi[2]] = sitk.GetArrayFromImage(res) >= 0.5
+    if not mask.any():
+        return out
+    f_kji = np.asarray(factors[::-1])
+    nz = np.nonzero(mask)
+    lo = np.array([max(0, int(v.min()) - 2) for v in nz])
+    hi = np.array([min(sz, int(v.max()) + 3) for v, sz in zip(nz, mask.shape)])
+    sub = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.uint8) * np.uint8(254)
+    # 0/254 in 8 bits (4× less memory than float); linear interpolation, cut at half
+    up = sitk.GetArrayFromImage(sitk.Expand(sitk.GetImageFromArray(sub), factors,
+                                            sitk.sitkLinear)) >= 127
+    start = lo * f_kji
+    stop = np.minimum(start + np.asarray(up.shape), full_shape)
+    out[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = \
+        up[:stop[0] - start[0], :stop[1] - start[1], :stop[2] - start[2]]
+    # full voxels beyond the last whole bin (n not a multiple of f): copy the edge
+    for ax in range(3):
+        edge = int(mask.shape[ax] * f_kji[ax])
+        if hi[ax] == mask.shape[ax] and edge < full_shape[ax]:
+            idx: list[Any] = [slice(None)] * 3
+            idx[ax] = slice(edge - 1, edge)
+            src = out[tuple(idx)]
+            idx[ax] = slice(edge, full_shape[ax])
+            out[tuple(idx)] = src
     return out
 
 
@@ -389,73 +403,146 @@ def _bowel_gas_ct(hu: NDArray[np.float32], body: NDArray[np.bool_], lung: NDArra
     return _drop_small(gas, 0.5 / voxel_ml)
 
 
-def is_contrast_enhanced(hu: NDArray[Any], body: NDArray[np.bool_], bone: NDArray[np.bool_],
-                         voxel_ml: float, *, min_ml: float = 15.0) -> tuple[bool, float]:
-    """Whether a CT shows iodinated contrast in its vessels/organs.
+def contrast_lumens(hu: NDArray[Any], body: NDArray[np.bool_], voxel_ml: float
+                    ) -> NDArray[np.bool_]:
+    """Homogeneous, thick 150–500 HU regions: contrast-filled vessel lumens (or enhanced organs).
 
-    Counts soft tissue between 150 and 600 HU inside the body, away from bone
-    (bone dilated by one voxel, which removes its partial-volume rim), in
-    components of at least 1 ml.
+    Voxels whose 3×3×3 mean is in 150–500 HU with a local standard deviation
+    under 35 HU (cancellous bone is heterogeneous, a filled lumen is not), opened
+    by one voxel (thick regions only), components of at least 1 ml, lying in soft
+    tissue (median of a 2-voxel shell around them below 120 HU; marrow is
+    surrounded by more bone).
+    """
+    h = hu.astype(np.float32, copy=False)
+    mean = ndi.uniform_filter(h, 3)
+    sq = ndi.uniform_filter(h * h, 3)
+    std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+    cand = (mean > 150.0) & (mean < 500.0) & (std < 35.0) & body
+    cand = ndi.binary_dilation(ndi.binary_erosion(cand)) & (h > 100.0)
+    cand = _drop_small(cand, 1.0 / voxel_ml)
+    # marrow continues into bone around it, a vessel lies in soft tissue and fat:
+    # keep components whose surrounding 2-voxel shell has a median below 120 HU
+    lab, n = ndi.label(cand)
+    if n == 0:
+        return cand
+    grown = ndi.grey_dilation(lab, size=(5, 5, 5))
+    shell = (grown > 0) & (lab == 0)
+    medians = np.atleast_1d(ndi.median(h, grown * shell, np.arange(1, n + 1)))
+    keep = np.concatenate([[False], medians < 120.0])
+    return keep[lab]
+
+
+def is_contrast_enhanced(hu: NDArray[Any], body: NDArray[np.bool_], voxel_ml: float, *,
+                         min_ml: float = 10.0) -> tuple[bool, float]:
+    """Whether a CT shows iodinated contrast in its vessels (aorta-range lumens in the body).
 
     Parameters
     ----------
     hu : numpy.ndarray
         Intensities (HU) ``[k, j, i]``.
-    body, bone : numpy.ndarray of bool
-        Body and bone masks on the same grid.
+    body : numpy.ndarray of bool
+        Body mask on the same grid.
     voxel_ml : float
         Volume of one voxel in ml.
     min_ml : float
-        Enhanced volume (ml) needed to call the scan contrast-enhanced.
+        Lumen volume (ml) needed to call the scan contrast-enhanced.
 
     Returns
     -------
     enhanced : bool
-    enhanced_ml : float
-        Volume (ml) of enhanced non-bone tissue found.
+    lumen_ml : float
+        Volume (ml) of homogeneous 150–500 HU lumens found (:func:`contrast_lumens`).
     """
-    bright = (hu > 150.0) & (hu < 600.0) & body & ~ndi.binary_dilation(bone)
-    bright = _drop_small(bright, 1.0 / voxel_ml)
-    ml = float(bright.sum() * voxel_ml)
+    ml = float(contrast_lumens(hu, body, voxel_ml).sum() * voxel_ml)
     return ml >= min_ml, ml
 
 
+def _split_bone_from_lumens(hu: NDArray[np.float32], bone: NDArray[np.bool_],
+                            lumens: NDArray[np.bool_], ref: sitk.Image,
+                            reach_mm: float | None = None) -> NDArray[np.bool_]:
+    """Give back to the vessels what the bone hysteresis took from contrast-filled lumens.
+
+    Watershed on the gradient magnitude from two marker sets: cortex (above
+    400 HU and above the lumens' 95th percentile + 50 HU, two voxels away from
+    any lumen) and the lumens; voxels reached by neither stay bone.
+    """
+    from skimage.segmentation import watershed
+
+    cortex_hu = max(400.0, float(np.percentile(hu[lumens], 95)) + 50.0)
+    # bone connected to a lumen can be contested (a vessel tree can run far along bone)
+    region = bone | lumens
+    if reach_mm is not None:
+        region = (bone & _dilate(lumens, ref, _radius_vox(reach_mm,
+                                                          np.asarray(ref.GetSpacing())))) | lumens
+    nz = np.nonzero(region)
+    box = tuple(slice(max(0, int(v.min()) - 2), min(sz, int(v.max()) + 3))
+                for v, sz in zip(nz, hu.shape))
+    h, b, lu, reg = hu[box], bone[box], lumens[box], region[box]
+    markers = np.zeros(h.shape, dtype=np.int32)
+    markers[(h > cortex_hu) & b & ~ndi.binary_dilation(lu, iterations=2)] = 1
+    markers[lu] = 2
+    grad = ndi.gaussian_gradient_magnitude(h.astype(np.float32, copy=False), 0.7)
+    ws = watershed(grad, markers, mask=reg)
+    out = bone.copy()
+    out[box] = np.where(reg, (ws == 1) | (b & (ws == 0)), b)
+    return out
+
+
 def _vessels_ct(hu: NDArray[np.float32], body: NDArray[np.bool_], bone: NDArray[np.bool_],
-                ref: sitk.Image, spacing: NDArray[np.float64]) -> NDArray[np.bool_]:
-    """Contrast-filled vessels: multi-scale Frangi objectness seeds grown into enhanced tissue."""
+                lumens: NDArray[np.bool_], ref: sitk.Image,
+                spacing: NDArray[np.float64], max_voxels: int = 600_000) -> NDArray[np.bool_]:
+    """Contrast-filled vessels: enhanced components holding a lumen or a tubular seed.
+
+    Enhanced tissue (> 130 HU, in the body, not bone) is split in connected
+    components. Those touching a lumen (:func:`contrast_lumens`: the thick
+    vessels, about 6–25 mm) are kept. The others (small vessels, noise) are kept
+    only if the multi-scale Frangi objectness (sigmas 1, 2, 4 mm: vessels of about
+    2–12 mm; scale-normalised, bright tubes) is high in them; it is computed on
+    their bounding box only, binned so that at most ``max_voxels`` voxels are
+    filtered (ITK's filter is slow).
+    """
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    enhanced = (hu > 130.0) & body & ~_dilate(bone, ref, [1, 1, 1])
+    enhanced = ((hu > 130.0) & body & ~_dilate(bone, ref, [1, 1, 1])) | lumens
     if not enhanced.any():
         return enhanced
-    nz = np.nonzero(enhanced)
-    pad = [int(np.ceil(20.0 / s)) for s in spacing[::-1]]
-    lo = [max(0, int(v.min()) - p) for v, p in zip(nz, pad)]
-    hi = [min(s, int(v.max()) + p + 1) for v, s, p in zip(nz, hu.shape, pad)]
-    crop = tuple(slice(a, b) for a, b in zip(lo, hi))
-    sub = np.clip(hu[crop], -200.0, 600.0).astype(np.float32)
-    img = sitk.GetImageFromArray(sub)
-    img.SetSpacing(ref.GetSpacing())
-    min_sp = float(min(spacing))
-    sigmas = [s for s in (1.0, 2.0, 4.0, 8.0) if s >= 0.5 * min_sp] or [min_sp]
-    best = None
-    for sigma in sigmas:
-        sm = sitk.SmoothingRecursiveGaussian(img, sigma)
-        obj = sitk.ObjectnessMeasure(sm, objectDimension=1, brightObject=True,
-                                     scaleObjectnessMeasure=False, alpha=0.5, beta=0.5,
-                                     gamma=5.0)
-        arr = sitk.GetArrayFromImage(obj) * (sigma ** 2)
-        best = arr if best is None else np.maximum(best, arr)
-    assert best is not None
-    vesselness = np.zeros(hu.shape, dtype=np.float32)
-    vesselness[crop] = best
-    inside = vesselness[enhanced]
-    if inside.size == 0 or float(inside.max()) <= 0:
-        return np.zeros(hu.shape, dtype=bool)
-    seeds = enhanced & (vesselness > 0.2 * float(np.percentile(inside, 99.5)))
     lab, n = ndi.label(enhanced)
     keep = np.zeros(n + 1, dtype=bool)
-    keep[np.unique(lab[seeds])] = True
+    keep[np.unique(lab[lumens])] = True
     keep[0] = False
+    counts = np.bincount(lab.ravel(), minlength=n + 1)
+    other = ~keep & (counts * voxel_ml >= 0.2)
+    other[0] = False
+    cands = other[lab]
+    if cands.any():
+        nz = np.nonzero(cands)
+        lo = [max(0, int(v.min()) - 3) for v in nz]
+        hi = [min(sz, int(v.max()) + 4) for v, sz in zip(nz, hu.shape)]
+        crop = tuple(slice(a, b) for a, b in zip(lo, hi))
+        sub = np.clip(hu[crop], -200.0, 600.0).astype(np.float32)
+        img = sitk.GetImageFromArray(sub)
+        img.SetSpacing(ref.GetSpacing())
+        f = max(1, int(np.ceil((sub.size / max_voxels) ** (1 / 3))))
+        work = sitk.BinShrink(img, [f, f, f]) if f > 1 else img
+        min_sp = float(min(work.GetSpacing()))
+        sigmas = [sg for sg in (1.0, 2.0, 4.0) if sg >= 0.5 * min_sp] or [min_sp]
+        best: NDArray[np.float32] | None = None
+        for sigma in sigmas:
+            sm = sitk.SmoothingRecursiveGaussian(work, sigma)
+            obj = sitk.ObjectnessMeasure(sm, objectDimension=1, brightObject=True,
+                                         scaleObjectnessMeasure=False, alpha=0.5, beta=0.5,
+                                         gamma=5.0)
+            if f > 1:
+                obj = sitk.Resample(obj, img, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                    sitk.sitkFloat32, True)
+            arr = sitk.GetArrayFromImage(obj) * np.float32(sigma ** 2)
+            best = arr if best is None else np.maximum(best, arr)
+        assert best is not None
+        inside = best[cands[crop]]
+        if inside.size and float(inside.max()) > 0:
+            tube = np.zeros(hu.shape, dtype=bool)
+            tube[crop] = cands[crop] & (best > 0.2 * float(np.percentile(inside, 99.5)))
+            keep[np.unique(lab[tube])] = True
+            keep[0] = False
     return _drop_small(keep[lab], 0.2 / voxel_ml)
 
 
@@ -479,7 +566,7 @@ def segment_ct(
     working_spacing_mm: float = 2.0,
     table_radius_mm: float = 6.0,
     vessels: bool | None = None,
-    contrast_min_ml: float = 15.0,
+    contrast_min_ml: float = 10.0,
     progress: ProgressCallback | None = None,
 ) -> tuple[LabelMap, AutoSegmentationReport]:
     """Automatic structures of a CT: body, bone, lung, airway, bowel gas, contrast vessels.
@@ -534,6 +621,15 @@ def segment_ct(
     bone = _bone_ct(hu, body, axis, spacing)
     timer.lap("bone")
 
+    report(progress, 0.35, "contrast detection")
+    lumens = contrast_lumens(hu, body, voxel_ml)
+    ml = float(lumens.sum() * voxel_ml)
+    enhanced = ml >= contrast_min_ml
+    rep.contrast_enhanced, rep.contrast_ml = enhanced, ml
+    if enhanced:
+        bone = _split_bone_from_lumens(hu, bone, lumens, work)
+    timer.lap("contrast")
+
     report(progress, 0.4, "lungs and airways")
     lung, airway = _lungs_airway_ct(hu, body, axis, spacing, rep.warnings, sup_last)
     timer.lap("lung_airway")
@@ -542,21 +638,18 @@ def segment_ct(
     gas = _bowel_gas_ct(hu, body, lung, airway, work, spacing)
     timer.lap("bowel_gas")
 
-    report(progress, 0.55, "contrast detection")
-    enhanced, ml = is_contrast_enhanced(hu, body, bone, voxel_ml, min_ml=contrast_min_ml)
-    rep.contrast_enhanced, rep.contrast_ml = enhanced, ml
     vessel_mask = np.zeros(hu.shape, dtype=bool)
     if vessels is False:
         pass
     elif enhanced or vessels:
         report(progress, 0.6, "vesselness (contrast-enhanced scan)")
-        vessel_mask = _vessels_ct(hu, body, bone, work, spacing)
+        vessel_mask = _vessels_ct(hu, body, bone, lumens, work, spacing)
         if not enhanced:
             rep.warnings.append(f"vessels requested but the scan does not look contrast-"
-                                f"enhanced ({ml:.1f} ml of 150–600 HU soft tissue)")
+                                f"enhanced ({ml:.1f} ml of homogeneous 150–500 HU lumens)")
     else:
         rep.warnings.append(
-            f"scan is not contrast-enhanced ({ml:.1f} ml of 150–600 HU soft tissue, "
+            f"scan is not contrast-enhanced ({ml:.1f} ml of homogeneous 150–500 HU lumens, "
             f"< {contrast_min_ml:g} ml): vessels not segmented; add them from another "
             f"segmentation or draw them"
         )
@@ -693,3 +786,43 @@ def segment_auto(
         rep.warnings.insert(0, guessed)
         labels.warnings.insert(0, guessed)
     return labels, rep
+
+
+def segment_for_planning(
+    image: ImageVolume,
+    *,
+    lesion_seed_lps: Any = None,
+    lesion_radius_mm: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[LabelMap, dict[str, Any]]:
+    """Everything a plan needs from an image with no segmentation, in one call.
+
+    Runs :func:`segment_auto`, then, if ``lesion_seed_lps`` is given,
+    :func:`~ir_planner.segmentation.lesion.segment_lesion` and adds the result as
+    structure ``"lesion"`` (category target). For ``ir-planner plan`` without
+    ``--labels``.
+
+    Returns
+    -------
+    labels : LabelMap
+    report : dict
+        The automatic report (:meth:`AutoSegmentationReport.to_dict`) plus
+        ``"lesion"`` (volume, diameters, ...) when one was segmented.
+
+    Raises
+    ------
+    InputError
+        If the seed is given but is not in a lesion (the reason is in the message).
+    """
+    from ir_planner.core.progress import subrange
+    from ir_planner.segmentation.lesion import segment_lesion
+
+    labels, rep = segment_auto(image, progress=subrange(progress, 0.0, 0.95))
+    out = rep.to_dict()
+    if lesion_seed_lps is not None:
+        lesion = segment_lesion(image, lesion_seed_lps, radius_mm=lesion_radius_mm)
+        name = "lesion" if "lesion" not in labels.names else "lesion_click"
+        labels = labels.with_structure(name, lesion.mask, category=Category.TARGET)
+        out["lesion"] = {"name": name, **lesion.to_dict()}
+    report(progress, 1.0, "segmentation done")
+    return labels, out

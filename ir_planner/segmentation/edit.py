@@ -200,9 +200,9 @@ class LabelEditor:
                          structures_after=(list(self.labels.structures) if created is not None
                                            else None),
                          skipped_voxels=skipped)
-        if box is not None:
-            self._boxes[s.name] = _union_box(self._boxes.get(s.name), box) \
-                if s.name in self._boxes else None
+        if box is not None and s.name in self._boxes:
+            # the cached bounding box stays a (conservative) superset of the structure
+            self._boxes[s.name] = _union_box(self._boxes[s.name], box)
         self._undo.append(rec)
         self._redo.clear()
         if self.plan is not None:

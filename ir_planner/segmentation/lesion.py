@@ -200,8 +200,9 @@ def segment_lesion(
     dist2 = sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, s, spacing_kji))
     dist = np.sqrt(dist2)
 
-    core_r = max(2.0, 0.3 * radius_mm) if radius_mm else 2.0
-    core_r = max(core_r, 0.8 * float(spacing_kji.max()))
+    core_r = max(1.0, 0.8 * float(spacing_kji.max()))
+    if radius_mm:
+        core_r = max(core_r, 0.3 * radius_mm)
     core = dist <= core_r
     lesion_val = float(np.median(sm[core]))
     raw_seed = float(np.median(roi[dist <= max(1.0, 0.6 * float(spacing_kji.max()))]))
@@ -232,6 +233,7 @@ def segment_lesion(
     region = None
     bg_val = noise = thr = 0.0
     polarity = "hypo"
+    prev_thr = None
     for _ in range(3):
         bg_val, noise = _robust(sm[shell])
         contrast = lesion_val - bg_val
@@ -243,8 +245,11 @@ def segment_lesion(
             )
         polarity = "hypo" if contrast < 0 else "hyper"
         thr = bg_val + level * (lesion_val - bg_val)
+        if prev_thr is not None and abs(thr - prev_thr) < 1.0:
+            break  # converged: the region would not change
+        prev_thr = thr
         far = lesion_val + contrast + 3.0 * np.sign(contrast) * noise_core
-        # lesion side of the half-way level, not beyond the far bound (air/fat/bone)
+        # lesion side of the border level, not beyond the far bound (air/fat/bone)
         if polarity == "hypo":
             cand = (sm < thr) & (sm > far)
         else:
@@ -252,19 +257,27 @@ def segment_lesion(
         cand[s] = True
         lab, _ = ndi.label(cand)
         region = lab == lab[s]
-        region = _cut_bridges(region, s, spacing_kji)
-        region = ndi.binary_fill_holes(region)
+        if region[at_edge].any() or dist[region].max() > limit_r:
+            region = _cut_bridges(region, s, spacing_kji)
         if region[at_edge].any() or dist[region].max() > limit_r:
             raise InputError(
                 f"the lesion grown from seed {seed.round(1).tolist()} leaks into a large "
                 f"region (beyond {limit_r:.0f} mm from the seed): the seed is probably not "
                 "in a well-defined lesion; click nearer its centre or give --radius"
             )
-        # re-estimate the background just outside the grown region
-        r_eq = (3.0 * region.sum() * float(np.prod(spacing_kji)) / (4.0 * np.pi)) ** (1 / 3)
-        grown = ndi.distance_transform_edt(~region, sampling=spacing_kji)
+        box = _box(region, 1)
+        region[box] = _cut_bridges(region[box], tuple(a - b.start for a, b in zip(s, box)),
+                                   spacing_kji)
+        region[box] = ndi.binary_fill_holes(region[box])
+        # re-estimate the background in a shell just outside the grown region
+        n_reg = int(region.sum())
+        r_eq = (3.0 * n_reg * float(np.prod(spacing_kji)) / (4.0 * np.pi)) ** (1 / 3)
         gap = max(2.0 * float(spacing_kji.max()), 3.0)
-        new_shell = (grown >= gap) & (grown <= gap + max(r_eq, 4.0))
+        width = max(r_eq, 4.0)
+        box = _box(region, np.ceil((gap + width) / spacing_kji).astype(int) + 1)
+        grown = ndi.distance_transform_edt(~region[box], sampling=spacing_kji)
+        new_shell = np.zeros(roi.shape, dtype=bool)
+        new_shell[box] = (grown >= gap) & (grown <= gap + width)
         if new_shell.sum() < 20:
             break
         shell = new_shell
@@ -289,30 +302,34 @@ def _cut_bridges(region: NDArray[np.bool_], seed: tuple[int, ...],
                  spacing_kji: NDArray[np.float64]) -> NDArray[np.bool_]:
     """Open the region by ~15 % of its equivalent radius (≥ 1 voxel) to cut thin leaks.
 
-    The opened region's seed component is dilated back (geodesically, inside the
-    original region) by the same amount, so the lesion border is kept.
+    The opened region's seed component is dilated back by the same amount and
+    intersected with the original region, so the lesion border is kept. The radius
+    is measured with the Euclidean distance map in mm (anisotropic spacing).
     """
     n = int(region.sum())
     if n < 30:
         return region
     r_eq = (3.0 * n * float(np.prod(spacing_kji)) / (4.0 * np.pi)) ** (1 / 3)
     r_mm = max(0.15 * r_eq, float(spacing_kji.min()))
-    dist_in = ndi.distance_transform_edt(region, sampling=spacing_kji)
+    dist_in = _edt(region, spacing_kji)
     core = dist_in > r_mm
-    if not core[seed]:
-        # the seed sits near the border: keep the component nearest the seed
-        lab, n_lab = ndi.label(core)
-        if n_lab == 0:
-            return region
-        d_seed = ndi.distance_transform_edt(lab == 0, sampling=spacing_kji,
-                                            return_distances=False, return_indices=True)
-        nearest = tuple(int(d_seed[a][seed]) for a in range(3))
-        keep = lab == lab[nearest]
-    else:
-        lab, _ = ndi.label(core)
+    lab, n_lab = ndi.label(core)
+    if n_lab == 0:
+        return region
+    if lab[seed]:
         keep = lab == lab[seed]
-    back = ndi.distance_transform_edt(~keep, sampling=spacing_kji) <= r_mm + 1e-6
+    else:
+        # the seed sits near the border: keep the core component nearest to it
+        pts = np.argwhere(lab > 0)
+        d2 = np.sum(((pts - np.asarray(seed)) * spacing_kji) ** 2, axis=1)
+        keep = lab == lab[tuple(pts[int(np.argmin(d2))])]
+    back = _edt(~keep, spacing_kji) <= r_mm + 1e-6
     return back & region
+
+
+def _edt(mask: NDArray[np.bool_], spacing_kji: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Distance (mm) from each True voxel centre to the nearest False voxel centre."""
+    return ndi.distance_transform_edt(mask, sampling=spacing_kji)
 
 
 def _first_outside_shell(
@@ -327,15 +344,40 @@ def _first_outside_shell(
     ``max(5 mm, half that radius)``.
     """
     step = max(step_mm, 0.5)
-    r = start_mm
     level = max(15.0, 4.0 * noise)
-    while r <= stop_mm:
-        ring = (dist >= r) & (dist < r + step)
-        if ring.any() and abs(float(np.median(sm[ring])) - lesion_val) >= level:
+    inside = (dist >= start_mm) & (dist < stop_mm + step)
+    rings = ((dist[inside] - start_mm) // step).astype(np.int64)
+    values = sm[inside]
+    n_rings = int(rings.max()) + 1 if rings.size else 0
+    if n_rings == 0:
+        return None
+    # medians of all rings at once: sort by (ring, value) and take each ring's middle
+    order = np.lexsort((values, rings))
+    rings_sorted, values_sorted = rings[order], values[order]
+    starts = np.searchsorted(rings_sorted, np.arange(n_rings), side="left")
+    stops = np.searchsorted(rings_sorted, np.arange(n_rings), side="right")
+    for n in range(n_rings):
+        if stops[n] <= starts[n]:
+            continue
+        med = float(values_sorted[(starts[n] + stops[n] - 1) // 2])
+        if abs(med - lesion_val) >= level:
+            r = start_mm + n * step
             width = max(5.0, 0.5 * r)
             return (dist >= r) & (dist <= r + width)
-        r += step
     return None
+
+
+def _box(mask: NDArray[np.bool_], pad: Any) -> tuple[slice, slice, slice]:
+    """Bounding box of ``mask`` grown by ``pad`` voxels (scalar or per axis), clipped."""
+    pad_a = np.broadcast_to(np.asarray(pad, dtype=int), (3,))
+    out = []
+    for ax in range(3):
+        other = tuple(a for a in range(3) if a != ax)
+        hit = np.flatnonzero(mask.any(axis=other))
+        lo = max(0, int(hit[0]) - int(pad_a[ax])) if hit.size else 0
+        hi = min(mask.shape[ax], int(hit[-1]) + 1 + int(pad_a[ax])) if hit.size else 0
+        out.append(slice(lo, hi))
+    return (out[0], out[1], out[2])
 
 
 def _sub_grid(image: ImageVolume, lo_kji: NDArray[np.int_]) -> ImageVolume:

@@ -117,6 +117,42 @@ def test_ablate_multi_probe(case: Path, tmp_path: Path) -> None:
     groups = {a.metrics["group"] for a in plan.ablations}
     assert len(groups) == 1
     assert plan.ablations[0].metrics["min_margin_mm"] > 3.0
+    tips = np.array([a.metrics["tip_lps"] for a in plan.ablations])
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(tips) for b in tips[i + 1:]) >= 10
+
+
+def test_ablate_multi_probe_with_planning_engine(case: Path) -> None:
+    """One path in the plan: the engine's search adds safe paths; all saved, all vetted."""
+    plan = Plan.load(case / "plan.json")
+    plan.target_structure = "big_tumour"
+    plan.trajectories = plan.trajectories[:1]
+    src = case / "plan_big_one.json"
+    plan.save(src)
+    rc = main(["-q", "ablate", str(src), "--device", "neuwave-pr", "--setting", "65W-10min",
+               "--optimize", "--max-probes", "3", "--search-candidates", "1"])
+    assert rc == 0
+    out = Plan.load(src)
+    names = {t.name for t in out.trajectories}
+    assert all(a.trajectory in names for a in out.ablations)
+    assert len(out.ablations) >= 2
+    reasons = " ".join(out.ablations[0].metrics["reasons"])
+    assert "planning engine" in reasons
+    # no probe tip inside the colon (the engine vetoes such positions)
+    for a in out.ablations:
+        x, y, z = a.metrics["tip_lps"]
+        assert not (18 <= y <= 28 and abs(x) <= 10 and abs(z) <= 10)
+
+
+def test_ablate_two_cryo_probes_by_hand(case: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cryo.json"
+    rc = main(["-q", "ablate", str(case / "plan.json"), "--device", "cryo-17g",
+               "--trajectory", "T-14", "--trajectory", "T+0", "--out", str(out)])
+    assert rc == 0
+    recs = Plan.load(out).ablations
+    assert [r.trajectory for r in recs] == ["T-14", "T+0"]
+    assert recs[0].metrics["group"] == recs[1].metrics["group"]
+    assert recs[0].metrics["probes_in_group"] == 2
+    assert recs[0].metrics["coverage_pct"] == pytest.approx(100.0, abs=0.01)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -124,6 +160,7 @@ def test_ablate_multi_probe(case: Path, tmp_path: Path) -> None:
     (["--device", "neuwave-pr", "--setting", "150W"], "known settings: 65W-10min"),
     (["--device", "biopsy-18g"], "biopsy needle"),
     (["--device", "neuwave-pr", "--calibration", "0"], "--calibration"),
+    (["--device", "neuwave-pr", "--trajectory", "nope"], "no trajectory named 'nope'"),
 ])
 def test_ablate_bad_arguments(case: Path, argv, message: str, capsys) -> None:
     assert main(["-q", "ablate", str(case / "plan.json"), *argv]) == 2

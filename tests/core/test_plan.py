@@ -55,6 +55,9 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.trajectories[0].entry_lps == (10.0, -80.0, 5.0)
     assert loaded.schema_version == PLAN_SCHEMA_VERSION
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_save_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

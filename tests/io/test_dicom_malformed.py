@@ -22,7 +22,7 @@ from tests.io.test_dicom_write import make_volume
         ("no_meta.dcm", "not a DICOM file"),
         ("MR_truncated.dcm", "pixel data"),
         ("badVR.dcm", "not a CT/MR/PET image"),
-        ("meta_missing_tsyntax.dcm", "SOP Class UID|not a DICOM"),
+        ("meta_missing_tsyntax.dcm", "without SeriesInstanceUID|not a DICOM"),
         ("emri_small.dcm", "geometry"),
         ("SC_rgb_jpeg.dcm", "not a CT/MR/PET image"),
     ],

@@ -311,3 +311,142 @@ def test_12_bit_stored_values_match_pydicom(tmp_path: Path, signed: bool) -> Non
     np.testing.assert_array_equal(got.array, np.stack(expected))
     for f, exp in zip(files, expected):
         np.testing.assert_array_equal(pydicom.dcmread(f).pixel_array, exp)
+
+
+def test_dicomdir_is_skipped_and_progress_reaches_one(tmp_path: Path) -> None:
+    vol = make_volume(shape_kji=(4, 6, 6))
+    write_dicom_series(vol, tmp_path / "s")
+    shutil.copy(get_testdata_file("DICOMDIR"), tmp_path / "s" / "DICOMDIR")
+    calls: list[tuple[float, str]] = []
+    got = read_dicom_series(tmp_path / "s", progress=lambda f, m: calls.append((f, m)))
+    np.testing.assert_array_equal(got.array, vol.array)
+    assert any("DICOMDIR" in w and "SeriesInstanceUID" in w for w in got.warnings)
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert {"reading DICOM headers", "reading pixel data"} <= {m for _, m in calls}
+    assert len(list_series(tmp_path / "s")) == 1
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_legacy_converted_enhanced_matches_classic_series(tmp_path: Path, modality: str) -> None:
+    """highdicom converts our classic series to one multi-frame file: same volume.
+
+    One slice gets its own RescaleSlope/Intercept, so highdicom stores the Pixel
+    Value Transformation per frame while orientation and pixel measures are shared.
+    """
+    import highdicom as hd
+
+    vol = make_volume(DIRECTIONS["oblique"], shape_kji=(5, 8, 9))
+    files = write_dicom_series(vol, tmp_path / "classic", modality=modality)
+    _set(files[2], RescaleSlope="2", RescaleIntercept="-100")
+    classic = read_dicom_series(tmp_path / "classic")
+    datasets = [pydicom.dcmread(f) for f in files[::-1]]  # frames stored head→feet
+    converter = {
+        "CT": hd.legacy.LegacyConvertedEnhancedCTImage,
+        "MR": hd.legacy.LegacyConvertedEnhancedMRImage,
+    }[modality]
+    enhanced = converter(
+        legacy_datasets=datasets, series_instance_uid=hd.UID(), series_number=9,
+        sop_instance_uid=hd.UID(), instance_number=1,
+    )
+    enhanced.save_as(tmp_path / "enhanced.dcm")
+    ds = pydicom.dcmread(tmp_path / "enhanced.dcm")
+    assert "PixelValueTransformationSequence" in ds.PerFrameFunctionalGroupsSequence[0]
+    assert "PlaneOrientationSequence" in ds.SharedFunctionalGroupsSequence[0]
+    got = read_dicom_series(tmp_path / "enhanced.dcm")
+    assert got.modality == modality
+    np.testing.assert_array_equal(got.array, classic.array)
+    np.testing.assert_allclose(got.index_to_lps, classic.index_to_lps, atol=1e-4)
+    np.testing.assert_allclose(got.array[2], 2.0 * vol.array[2] - 100)
+
+
+def test_padding_value_above_darkest_voxel_becomes_the_minimum(tmp_path: Path) -> None:
+    arr = np.zeros((3, 4, 4), np.int16)
+    arr[0, 1, 1] = -900  # darkest real voxel, in a slice without padding
+    arr[2, :2, :] = -500  # padded region of slice 2
+    vol = ImageVolume(arr, affine_from_geometry([0, 0, 0], [1, 1, 1], np.eye(3)))
+    files = write_dicom_series(vol, tmp_path / "p")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.add_new(0x00280120, "SS", -500)
+        ds.save_as(f)
+    got = read_dicom_series(tmp_path / "p")
+    assert np.all(got.array[2, :2, :] == -900) and got.array.min() == -900
+    assert np.all(got.array[2, 2:, :] == 0) and got.array[0, 1, 1] == -900
+    assert any("lies above the darkest real voxel" in w for w in got.warnings)
+
+
+def test_single_file_reads_its_whole_series_from_the_folder(tmp_path: Path) -> None:
+    """Like dcm2niix: one slice given, its series (same folder, same UID) read."""
+    folder = tmp_path / "mixed"
+    vol = make_volume(DIRECTIONS["oblique"], shape_kji=(6, 8, 9))
+    files = write_dicom_series(vol, folder, series_number=1)
+    write_dicom_series(make_volume(shape_kji=(9, 8, 9), seed=2), folder, series_number=2)
+    whole = read_dicom_series(folder, series_uid=pydicom.dcmread(files[0]).SeriesInstanceUID)
+    (folder / "sub").mkdir()  # sub-folders are not searched
+    shutil.copy(files[0], folder / "sub" / "other.dcm")
+    _set(folder / "sub" / "other.dcm", SOPInstanceUID="1.2.826.0.1.3680043.8.498.5")
+    shutil.copy(files[1], folder / "copy_of_slice_2.dcm")  # same SOPInstanceUID: a copy
+    got = read_dicom_series(files[3])
+    np.testing.assert_array_equal(got.array, whole.array)
+    np.testing.assert_allclose(got.index_to_lps, whole.index_to_lps, atol=1e-6)
+    assert any("read the whole series" in w and "6 files" in w for w in got.warnings)
+    assert any("1 copy(ies)" in w for w in got.warnings)
+    assert got.metadata["series_folder"] == str(folder)
+    infos = list_series(files[3])
+    assert len(infos) == 1 and infos[0].n_frames == 6
+    alone = read_dicom_series(files[3], single_file=True)
+    assert alone.shape == (1, 8, 9)
+    np.testing.assert_array_equal(alone.array[0], vol.array[3])
+    assert list_series(files[3], single_file=True)[0].n_frames == 1
+
+
+def test_single_file_whose_folder_mates_do_not_form_a_volume_is_read_alone(
+    tmp_path: Path,
+) -> None:
+    vol = make_volume(shape_kji=(3, 6, 6))
+    files = write_dicom_series(vol, tmp_path / "s")
+    for f in files[1:]:  # other images at the same position (e.g. other echoes)
+        _set(f, ImagePositionPatient=pydicom.dcmread(files[0]).ImagePositionPatient)
+    got = read_dicom_series(files[0])
+    assert got.shape == (1, 6, 6)
+    np.testing.assert_array_equal(got.array[0], vol.array[0])
+    assert any("do not form one volume" in w and "duplicated" in w for w in got.warnings)
+
+
+def test_single_multiframe_file_is_read_alone(tmp_path: Path) -> None:
+    import highdicom as hd
+
+    vol = make_volume(shape_kji=(4, 6, 7))
+    files = write_dicom_series(vol, tmp_path / "classic")
+    uid = hd.UID()
+    (tmp_path / "enh").mkdir()
+    for n, part in enumerate((files[:2], files[2:])):
+        hd.legacy.LegacyConvertedEnhancedCTImage(
+            legacy_datasets=[pydicom.dcmread(f) for f in part], series_instance_uid=uid,
+            series_number=3, sop_instance_uid=hd.UID(), instance_number=n + 1,
+        ).save_as(tmp_path / "enh" / f"part{n}.dcm")
+    got = read_dicom_series(tmp_path / "enh" / "part1.dcm")
+    assert got.shape == (2, 6, 7)
+    np.testing.assert_array_equal(got.array, vol.array[2:])
+    assert not any("whole series" in w for w in got.warnings)
+    assert read_dicom_series(tmp_path / "enh").shape == (4, 6, 7)  # the folder: all frames
+
+
+def test_siemens_mosaic_is_refused_not_read_as_one_slice(tmp_path: Path) -> None:
+    """A MOSAIC frame tiles many slices; reading it as one slice misplaces every tile."""
+    files = write_dicom_series(make_volume(shape_kji=(2, 8, 8)), tmp_path / "syn",
+                               modality="MR")
+    for f in files:
+        _set(f, ImageType=["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"])
+    with pytest.raises(ImageReadError, match="MOSAIC.*dcm2niix"):
+        read_dicom_series(tmp_path / "syn")
+    assert "MOSAIC" in list_series(tmp_path / "syn")[0].problem
+    import nibabel
+
+    real = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"
+    (tmp_path / "real").mkdir()
+    for name in ("0.dcm", "1.dcm"):  # real Siemens DWI mosaics shipped with nibabel
+        shutil.copy(real / name, tmp_path / "real" / name)
+    with pytest.raises(ImageReadError, match="MOSAIC"):
+        read_dicom_series(tmp_path / "real")

@@ -181,3 +181,33 @@ def test_fractional_seg_with_overlaps(fractional_seg: tuple[Path, np.ndarray, np
     alone = load_labels(path)  # only slice 0 has frames: a one-slice grid of its own
     assert alone.grid.shape == (1, 512, 512)
     np.testing.assert_array_equal(alone.mask("Region A")[0], a[0])
+
+
+def _shifted_seg(src: Path, dst: Path, dz_mm: float) -> Path:
+    ds = pydicom.dcmread(src)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        pos = item.PlanePositionSequence[0]
+        x, y, z = (float(v) for v in pos.ImagePositionPatient)
+        pos.ImagePositionPatient = [f"{x:.6f}", f"{y:.6f}", f"{z + dz_mm:.6f}"]
+    ds.save_as(dst)
+    return dst
+
+
+def test_seg_frames_between_slices_go_to_the_nearest(seg_dir: Path, ct: ImageVolume,
+                                                     tmp_path: Path) -> None:
+    shifted = _shifted_seg(seg_dir / "liver.dcm", tmp_path / "between.dcm", 0.4)  # slices 1 mm
+    lm = load_labels(shifted, image=ct)
+    assert any("between image slices" in w for w in lm.warnings)
+    np.testing.assert_array_equal(lm.mask("Liver"), _nrrd(seg_dir / "liver_seg.nrrd") == 1)
+
+
+def test_seg_outside_the_image(seg_dir: Path, ct: ImageVolume, tmp_path: Path) -> None:
+    one_up = _shifted_seg(seg_dir / "liver.dcm", tmp_path / "up.dcm", 1.0)
+    lm = load_labels(one_up, image=ct)  # top frame falls off the 3-slice grid
+    assert any("outside the image grid" in w for w in lm.warnings)
+    ref = _nrrd(seg_dir / "liver_seg.nrrd") == 1
+    np.testing.assert_array_equal(lm.mask("Liver")[1:], ref[:2])
+    assert not lm.mask("Liver")[0].any()
+    far = _shifted_seg(seg_dir / "liver.dcm", tmp_path / "far.dcm", 50.0)
+    with pytest.raises(GeometryError, match="far.dcm.*none of the SEG"):
+        load_labels(far, image=ct)

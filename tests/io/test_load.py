@@ -38,10 +38,13 @@ def test_dicom_folder_and_nifti_give_the_same_volume(tmp_path: Path) -> None:
     assert from_dicom.modality == "CT" and from_dicom.series_uid
 
 
-def test_single_dicom_file_reads_that_slice(tmp_path: Path) -> None:
+def test_single_dicom_file_reads_its_series_or_that_slice(tmp_path: Path) -> None:
     vol = make_volume(shape_kji=(3, 5, 6))
     files = write_dicom_series(vol, tmp_path / "dcm")
-    one = load_image(files[1])
+    series = load_image(files[1])
+    np.testing.assert_array_equal(series.array, vol.array)
+    assert any("read the whole series" in w for w in series.warnings)
+    one = load_image(files[1], single_file=True)
     assert one.shape == (1, 5, 6)
     np.testing.assert_array_equal(one.array[0], vol.array[1])
     np.testing.assert_allclose(one.index_to_world([0.0, 0.0, 0.0]), vol.index_to_world([0, 0, 1]))

@@ -98,6 +98,20 @@ def test_mask_folder_anatomy_lands_on_the_right_side(folder_map: LabelMap) -> No
     assert centroid_lps("liver")[2] > centroid_lps("urinary_bladder")[2]
 
 
+def test_mask_folder_mixed_formats(tmp_path: Path, masks_dir: Path, folder_map: LabelMap) -> None:
+    """gzip NIfTI (fast path), plain NIfTI uint8 and NRRD (SimpleITK path) in one folder."""
+    shutil.copy(masks_dir / "liver.nii.gz", tmp_path / "liver.nii.gz")
+    grid = folder_map.grid
+    sitk.WriteImage(to_sitk(grid, folder_map.mask("spleen").astype(np.uint8)),
+                    str(tmp_path / "spleen.nii"), False)
+    sitk.WriteImage(to_sitk(grid, folder_map.mask("aorta").astype(np.uint8)),
+                    str(tmp_path / "aorta.nrrd"), True)
+    lm = load_labels(tmp_path)
+    assert sorted(lm.names) == ["aorta", "liver", "spleen"]
+    for name in lm.names:
+        np.testing.assert_array_equal(lm.mask(name), folder_map.mask(name))
+
+
 def test_mask_folder_bad_inputs(tmp_path: Path, masks_dir: Path) -> None:
     with pytest.raises(SegmentationReadError, match="no mask files"):
         load_labels(tmp_path)
@@ -242,7 +256,11 @@ def test_slicer_multilayer_seg_nrrd(tmp_path: Path) -> None:
     }.items():
         image.SetMetaData(key, value)
     path = tmp_path / "two.seg.nrrd"
-    sitk.WriteImage(image, str(path), True)
+    sitk.WriteImage(image, str(path), False)
+    # 3D Slicer writes the layer axis as "kinds: list domain domain domain"
+    data = path.read_bytes()
+    assert b"kinds: vector domain domain domain" in data
+    path.write_bytes(data.replace(b"kinds: vector domain", b"kinds: list domain", 1))
     lm = load_labels(path)
     assert len(lm.layers) == 2
     np.testing.assert_array_equal(lm.mask("liver"), a == 1)
@@ -392,3 +410,24 @@ def test_bad_label_maps(tmp_path: Path, shared_data: Path) -> None:
     text.write_text("hello")
     with pytest.raises(SegmentationReadError, match="notes.txt"):
         load_labels(text)
+
+
+def test_malformed_names_tables(tmp_path: Path, small_map: tuple[Path, np.ndarray]) -> None:
+    path, _ = small_map
+    bad_snap = tmp_path / "snap.txt"
+    bad_snap.write_text('    1   255    0    0        1  1  1    "liver"\nthis is not a label line\n')
+    with pytest.raises(SegmentationReadError, match=r"snap.txt, line 2"):
+        load_labels(path, names=bad_snap)
+    bad_key = tmp_path / "bad_key.json"
+    bad_key.write_text(json.dumps({"liver": "1"}))
+    with pytest.raises(SegmentationReadError, match="not an integer label"):
+        load_labels(path, names=bad_key)
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"a": {"1": "liver"}, "b": {"1": "spleen"}}))
+    with pytest.raises(SegmentationReadError, match="several tasks"):
+        load_labels(path, names=tasks)
+    assert load_labels(path, names=tasks, task="b").names[0] == "spleen"
+    with pytest.raises(SegmentationReadError, match="empty name"):
+        load_labels(path, names={1: "  "})
+    with pytest.raises(InputError, match="names= applies"):
+        load_labels(path.parent, names={1: "liver"})

@@ -106,3 +106,15 @@ def test_regenerate_over_existing_and_reuse(tmp_path: Path, monkeypatch) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["samples"]
     first.intraop_truth.unlink()  # incomplete → regenerated
     assert ensure_sample_case(seed=0, **small).intraop_truth.is_file()
+
+
+def test_generate_script(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "sample_data" / "generate.py"
+    out = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "g"), "--seed", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    case = SampleCase.in_folder(tmp_path / "g")
+    assert case.is_complete(seed=1) and "synthetic" in out.stdout

@@ -118,3 +118,16 @@ def test_plan_undo_redo_in_step() -> None:
     assert plan.redo() and ed.redo()
     assert np.array_equal(ed.labels.mask("tumour"), grown)
     assert len(plan.settings["label_edits"]) == 2
+
+
+def test_erase_then_grow_on_existing_structure_uses_true_extent() -> None:
+    g = _grid()
+    layer = np.zeros(g.shape, np.uint8)
+    layer[_sphere_mask(g, CENTRE, 10.0)] = 1
+    from ir_planner.core.labels import Structure
+
+    ed = LabelEditor(LabelMap([layer], g, [Structure.from_name("liver", 1)]))
+    ed.erase_sphere("liver", CENTRE, 3.0)  # first edit: nothing cached yet
+    ed.grow("liver", 2.0)
+    r_eq = (3 * ed.labels.volume_ml("liver") * 1000 / (4 * np.pi)) ** (1 / 3)
+    assert r_eq == pytest.approx(12.0, abs=0.5)

@@ -64,3 +64,18 @@ def test_seed_not_in_lesion_fails_clearly(ct_liver) -> None:
         segment_lesion(ct, ct.index_to_world([1.0, 1.0, 50.0]))
     with pytest.raises(InputError, match="outside the image"):
         segment_lesion(ct, [1e4, 0, 0])
+
+
+def test_segment_for_planning_adds_target_lesion(ct_liver) -> None:
+    from ir_planner.core.catalog import Category
+    from ir_planner.segmentation.auto import segment_for_planning
+
+    ct, _, depth = ct_liver
+    centre = _centre(ct, depth, 21, 11)
+    image, truth = insert_ellipsoid_lesion(ct, centre, [12, 10, 9], -60, noise_sd=8, rng=2)
+    labels, rep = segment_for_planning(image, lesion_seed_lps=centre)
+    assert {"body", "bone", "lesion"} <= set(labels.names)
+    assert labels.get("lesion").category is Category.TARGET
+    got = labels.mask("lesion")
+    assert 2 * np.count_nonzero(got & truth) / (got.sum() + truth.sum()) >= 0.85
+    assert rep["lesion"]["volume_ml"] > 0

@@ -565,16 +565,9 @@ def margins(zone: Zone, tumour: TumourModel, *, exact: bool = True
 
 
 def _inside_weights(zone: Zone, tumour: TumourModel) -> NDArray[np.float64]:
-    """Partial-volume share of each tumour sample inside the zone (0 outside its box)."""
-    lo, hi = zone.bounds_lps()
-    pts = tumour.points_lps
-    pad = 2.0 * tumour.spacing_mm
-    box = np.all((pts >= lo - pad) & (pts <= hi + pad), axis=1)
-    out = np.zeros(len(pts))
-    if box.any():
-        sd = zone.signed_distance(pts[box], exact=False)
-        out[box] = np.clip(0.5 + sd / tumour.point_size_mm[box], 0.0, 1.0)
-    return out
+    """Partial-volume share of each tumour sample inside the zone."""
+    sd = zone.signed_distance(tumour.points_lps, exact=False)
+    return np.clip(0.5 + sd / tumour.point_size_mm, 0.0, 1.0)
 
 
 def _weighted_percentiles(values: NDArray[np.float64], weights: NDArray[np.float64],

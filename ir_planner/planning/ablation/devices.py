@@ -12,6 +12,13 @@ Every number of a zone must name its source: each key of ``zone`` (and ``power_w
 setting's ``cite`` (a key of the file's ``references``) or, when no source reports it,
 in ``assumed`` with the reason. Files violating this are rejected.
 
+A setting may say what kind of evidence its numbers are (``evidence``, one of
+:data:`EVIDENCE_KINDS`): a manufacturer's chart (``vendor-chart``: ex vivo, non-perfused
+tissue), ``ex-vivo`` or ``in-vivo-animal`` measurements, zones measured in patients
+(``in-vivo-patient``) or a ``phantom`` (gel) study. Measured zones are usually smaller
+than charts; the catalog keeps them apart so the user can choose. A device may give
+``outer_diameter_tolerance_mm`` (± around ``outer_diameter_mm``), cited like every number.
+
 Sources, in order (a later one overrides a device with the same id, with a warning):
 
 1. the package's own files (``ir_planner/data/devices/*.json``);
@@ -42,6 +49,7 @@ from ir_planner.core.errors import InputError
 
 __all__ = [
     "DEVICE_SCHEMA",
+    "EVIDENCE_KINDS",
     "HEAT_KINDS",
     "Device",
     "DeviceSetting",
@@ -57,6 +65,8 @@ DEVICE_SCHEMA = "ir-planner-device/1"
 ENTRY_POINT_GROUP = "ir_planner.devices"
 KINDS = ("microwave", "radiofrequency", "cryo", "biopsy")
 HEAT_KINDS = ("microwave", "radiofrequency")
+#: What the numbers of a setting are (its ``evidence``; optional).
+EVIDENCE_KINDS = ("vendor-chart", "ex-vivo", "in-vivo-animal", "in-vivo-patient", "phantom")
 _SETTING_NUMBERS = ("power_w", "time_min", "duty_cycle_pct", "suggested_calibration")
 
 
@@ -73,7 +83,9 @@ class DeviceSetting:
     power_w, time_min, duty_cycle_pct : float or None
         Generator settings when reported.
     basis : str
-        What the numbers are (vendor chart, ex vivo, patient CT ...).
+        What the numbers are (vendor chart, ex vivo, patient CT ...), in words.
+    evidence : str
+        One of :data:`EVIDENCE_KINDS`, or ``""`` when not stated.
     cite : dict
         Field name → reference key.
     assumed : dict
@@ -94,6 +106,7 @@ class DeviceSetting:
     assumed: dict[str, str] = field(default_factory=dict)
     suggested_calibration: float | None = None
     notes: str = ""
+    evidence: str = ""
 
     def label(self) -> str:
         """A short human description, e.g. ``"65 W, 10 min"``."""
@@ -121,6 +134,8 @@ class Device:
         Needle gauge.
     outer_diameter_mm, length_mm, active_tip_mm : float or None
         Needle geometry when known.
+    outer_diameter_tolerance_mm : float or None
+        Tolerance (±) of the outer diameter when cited.
     references : dict
         Reference key → full citation.
     cite, assumed : dict
@@ -145,6 +160,7 @@ class Device:
     assumed: dict[str, str] = field(default_factory=dict)
     source_file: str = ""
     notes: str = ""
+    outer_diameter_tolerance_mm: float | None = None
 
     @property
     def is_heat(self) -> bool:
@@ -182,13 +198,16 @@ class Device:
         return {
             "id": self.id, "name": self.name, "kind": self.kind,
             "manufacturer": self.manufacturer, "gauge": self.gauge,
-            "outer_diameter_mm": self.outer_diameter_mm, "length_mm": self.length_mm,
+            "outer_diameter_mm": self.outer_diameter_mm,
+            "outer_diameter_tolerance_mm": self.outer_diameter_tolerance_mm,
+            "length_mm": self.length_mm,
             "active_tip_mm": self.active_tip_mm, "cite": dict(self.cite),
             "assumed": dict(self.assumed), "notes": self.notes,
             "source_file": self.source_file,
             "settings": [
                 {"name": s.name, "power_w": s.power_w, "time_min": s.time_min,
-                 "duty_cycle_pct": s.duty_cycle_pct, "basis": s.basis, "zone": dict(s.zone),
+                 "duty_cycle_pct": s.duty_cycle_pct, "basis": s.basis,
+                 "evidence": s.evidence, "zone": dict(s.zone),
                  "cite": dict(s.cite), "assumed": dict(s.assumed),
                  "suggested_calibration": s.suggested_calibration, "notes": s.notes}
                 for s in self.settings
@@ -251,6 +270,10 @@ def _parse_setting(kind: str, raw: dict[str, Any], refs: dict[str, str], where: 
     for key, ref in cite.items():
         if ref not in refs:
             raise InputError(f"{where}: cite.{key} names unknown reference {ref!r}")
+    evidence = str(raw.get("evidence", ""))
+    if evidence and evidence not in EVIDENCE_KINDS:
+        raise InputError(f"{where}: evidence must be one of {', '.join(EVIDENCE_KINDS)}; "
+                         f"got {evidence!r}")
     return DeviceSetting(
         name=str(raw["name"]), zone=dict(zone),
         power_w=_num(raw.get("power_w"), f"{where}: power_w", positive=True),
@@ -261,6 +284,7 @@ def _parse_setting(kind: str, raw: dict[str, Any], refs: dict[str, str], where: 
         suggested_calibration=_num(raw.get("suggested_calibration"),
                                    f"{where}: suggested_calibration", positive=True),
         notes=str(raw.get("notes", "")),
+        evidence=evidence,
     )
 
 
@@ -289,7 +313,8 @@ def parse_catalog(data: Any, source: str) -> list[Device]:
             raise InputError(f"{where}: kind must be one of {', '.join(KINDS)}; got {kind!r}")
         cite = dict(raw.get("cite") or {})
         assumed = dict(raw.get("assumed") or {})
-        for key in ("outer_diameter_mm", "length_mm", "active_tip_mm"):
+        for key in ("outer_diameter_mm", "outer_diameter_tolerance_mm", "length_mm",
+                    "active_tip_mm"):
             if raw.get(key) is not None and key not in cite and key not in assumed:
                 raise InputError(f"{where}: {key} has no source ('cite' or 'assumed')")
         for key, ref in cite.items():
@@ -309,6 +334,9 @@ def parse_catalog(data: Any, source: str) -> list[Device]:
                                positive=True),
             references=refs, cite=cite, assumed=assumed, source_file=source,
             notes=str(raw.get("notes", "")),
+            outer_diameter_tolerance_mm=_num(raw.get("outer_diameter_tolerance_mm"),
+                                             f"{where}: outer_diameter_tolerance_mm",
+                                             positive=True),
         ))
     return out
 

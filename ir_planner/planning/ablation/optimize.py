@@ -16,8 +16,9 @@ engine's safe paths or the plan's trajectories): each round tries every candidat
 depths along its path and keeps the one that covers most of the still-uncovered
 tumour + goal shell (least damage on ties), until the margin goal is met or
 ``max_probes`` is reached; then each probe's depth is refined in turn to maximise the
-minimal margin. An optional ``safety`` callable (entry, tip) → (ok, reason) vetoes
-needle paths (e.g. :func:`engine_safety` around the planning engine).
+minimal margin. Tips stay ``min_tip_spacing_mm`` (10 mm) apart. An optional ``safety``
+callable (entry, tip) → (ok, reason) vetoes needle paths (e.g. :func:`engine_safety`
+around the planning engine).
 
 Every result carries human-readable ``reasons``.
 """
@@ -268,7 +269,8 @@ def optimize_multi(device: Device, candidates: Sequence[Candidate | tuple[ArrayL
                    setting: str | None = None, calibration: float = 1.0,
                    max_probes: int = 4, depth_range_mm: tuple[float, float] = (-20.0, 20.0),
                    depth_step_mm: float = 2.5, margin_goal_mm: float = 5.0,
-                   safety: Safety | None = None, sample_limit: int = 40_000, seed: int = 0,
+                   safety: Safety | None = None, min_tip_spacing_mm: float = 10.0,
+                   sample_limit: int = 40_000, seed: int = 0,
                    progress: ProgressCallback | None = None) -> OptimizationResult:
     """Number and placement of probes along candidate trajectories covering tumour + margin.
 
@@ -283,6 +285,10 @@ def optimize_multi(device: Device, candidates: Sequence[Candidate | tuple[ArrayL
     max_probes : int
         Upper limit on the number of probes.
     depth_range_mm, depth_step_mm : tip offsets tried along each path.
+    safety : callable, optional
+        (entry, tip) → (ok, reason); vetoes probe positions.
+    min_tip_spacing_mm : float
+        Probes are at least this far apart (tip to tip), also when stacked on one path.
     sample_limit : int
         Tumour samples used to score candidates (the final metrics use all).
     seed : int
@@ -349,7 +355,9 @@ def optimize_multi(device: Device, candidates: Sequence[Candidate | tuple[ArrayL
         report(progress, rnd / max_probes, f"placing probe {rnd + 1}")
         best = None
         for k in range(len(options)):
-            if k in chosen_idx:
+            tip = options[k][1].tip_lps
+            if any(np.linalg.norm(tip - options[i][1].tip_lps) < min_tip_spacing_mm
+                   for i in chosen_idx):
                 continue
             inside = (base | contrib[k]) if heat else (base + contrib[k]) >= need
             covered = float(w[inside].sum())
@@ -379,6 +387,9 @@ def optimize_multi(device: Device, candidates: Sequence[Candidate | tuple[ArrayL
             for d in np.arange(-depth_step_mm, depth_step_mm + 1e-9, step):
                 off = float(np.clip(pl.depth_offset_mm + d, *depth_range_mm))
                 npl, npr = _placement(device, st, cand, off, calibration)
+                if any(np.linalg.norm(npr.tip_lps - c[1].tip_lps) < min_tip_spacing_mm
+                       for j, c in enumerate(chosen) if j != i):
+                    continue
                 if safety is not None and not safety(np.asarray(cand.entry_lps), npr.tip_lps)[0]:
                     continue
                 trial = chosen[:i] + [(npl, npr)] + chosen[i + 1:]

@@ -1,0 +1,201 @@
+"""``ir-planner plan IMAGE --labels LABELS --target X Y Z``: needle trajectories.
+
+Evaluates a given trajectory (``--entry``) and/or searches the skin for safe,
+diverse entry points (``--auto``); prints a table, writes the plan (``--out``) and
+every evaluated candidate (``--candidates-out``). Coordinates are LPS mm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ir_planner.cli.common import parse_point, print_table, progress_printer
+from ir_planner.core.errors import InputError, PlanError
+from ir_planner.core.plan import CaseRef, Plan
+from ir_planner.core.progress import subrange
+from ir_planner.io.load import load_image
+from ir_planner.io.segmentation import load_labels
+from ir_planner.planning.devices import Needle
+from ir_planner.planning.engine import PlanningEngine
+from ir_planner.planning.metrics import TrajectoryMetrics
+from ir_planner.planning.search import REGIONS, SearchConstraints, SearchWeights
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``plan`` sub-command."""
+    p = subparsers.add_parser(
+        "plan",
+        help="evaluate a needle trajectory and/or search safe entry points for a target",
+        description="Plan straight needle paths on a segmented scan. Clearance = distance from "
+        "the needle axis segment to a structure's voxel cells minus the needle's outer radius. "
+        "Forbidden structures (vessels, bone, lung, airway, bowel, nerves by default) must be "
+        "cleared by their margins. Coordinates are DICOM patient LPS in mm.",
+    )
+    p.add_argument("image", type=Path, help="image: DICOM folder/file or .nii.gz/.nrrd/.mha")
+    p.add_argument("--labels", type=Path, required=True,
+                   help="segmentation: label-map file, mask folder or DICOM SEG")
+    p.add_argument("--names", type=Path, default=None, help="names table for a label-map file")
+    tgt = p.add_mutually_exclusive_group(required=True)
+    tgt.add_argument("--target", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                     help="target point, LPS mm")
+    tgt.add_argument("--target-structure", metavar="NAME",
+                     help="use a point inside this structure (its centroid) as the target")
+    p.add_argument("--entry", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="evaluate this entry point (LPS mm)")
+    p.add_argument("--auto", action="store_true", help="search the skin for entry points")
+    p.add_argument("--top", type=int, default=5, metavar="K",
+                   help="number of diverse suggestions (default 5)")
+    p.add_argument("--needle-length", type=float, default=150.0, metavar="MM",
+                   help="usable needle length in mm (default 150)")
+    p.add_argument("--gauge", type=int, default=17, metavar="G",
+                   help="needle gauge (default 17 G; sets the outer radius)")
+    p.add_argument("--max-cc-angle", type=float, default=None, metavar="DEG",
+                   help="largest craniocaudal angle in degrees (0 = in-plane only)")
+    p.add_argument("--exclude-region", action="append", default=[], choices=sorted(REGIONS),
+                   help="skin region not to enter through (repeatable), e.g. posterior")
+    p.add_argument("--min-organ-length", nargs=2, action="append", default=[],
+                   metavar=("ORGAN", "MM"),
+                   help="minimum length through an organ, e.g. liver 10 (repeatable)")
+    p.add_argument("--min-separation", type=float, default=15.0, metavar="DEG",
+                   help="minimum angle between suggestions (default 15°)")
+    p.add_argument("--exact-candidates", action="store_true",
+                   help="exact minimum clearance for every feasible candidate (slower)")
+    p.add_argument("--plan", type=Path, default=None, metavar="PLAN",
+                   help="start from this plan file (its structure overrides apply)")
+    p.add_argument("--out", type=Path, default=None, help="write the plan JSON here (atomic)")
+    p.add_argument("--candidates-out", type=Path, default=None, metavar="FILE.csv",
+                   help="write one CSV row per evaluated candidate entry")
+    p.add_argument("--json", action="store_true", help="print the trajectories as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ir-planner plan``."""
+    if args.entry is None and not args.auto:
+        raise InputError("give --entry X Y Z to evaluate a trajectory and/or --auto to search")
+    if args.top < 1:
+        raise InputError(f"--top must be ≥ 1; got {args.top}")
+    for path, what in ((args.out, "--out"), (args.candidates_out, "--candidates-out")):
+        if path is not None and not path.parent.exists():
+            raise InputError(f"{what} {path}: folder {path.parent} does not exist")
+    min_len: dict[str, float] = {}
+    for organ, mm in args.min_organ_length:
+        try:
+            min_len[organ] = float(mm)
+        except ValueError as exc:
+            raise InputError(f"--min-organ-length {organ} {mm}: {mm!r} is not a number") from exc
+    needle = Needle(gauge=args.gauge, usable_length_mm=args.needle_length)
+    progress = progress_printer(args)
+    plan = Plan.load(args.plan) if args.plan is not None else Plan()
+
+    image = load_image(args.image, progress=subrange(progress, 0.0, 0.2))
+    labels = load_labels(args.labels, image=image, names=args.names,
+                         progress=subrange(progress, 0.2, 0.35))
+    engine = PlanningEngine(image, labels, overrides=plan.structure_overrides, needle=needle,
+                            progress=subrange(progress, 0.35, 0.6))
+    if args.target_structure:
+        target = engine.structure_point(args.target_structure)
+    else:
+        target = parse_point(args.target, "--target")
+    assert target is not None
+    engine.check_target(target)
+    entry = parse_point(args.entry, "--entry")
+    constraints = SearchConstraints(
+        max_length_mm=needle.usable_length_mm, max_cc_angle_deg=args.max_cc_angle,
+        excluded_regions=tuple(args.exclude_region), min_organ_length_mm=min_len,
+        min_separation_deg=args.min_separation, exact_clearance=args.exact_candidates)
+
+    results: list[tuple[str, str, TrajectoryMetrics]] = []
+    if entry is not None:
+        m = engine.evaluate(entry, target, max_cc_angle_deg=args.max_cc_angle,
+                            min_organ_length_mm=min_len or None)
+        results.append(("manual", "manual", m))
+    search_result = None
+    if args.auto:
+        engine.precompute_search(progress=subrange(progress, 0.6, 0.8))
+        search_result = engine.search(target, constraints, top_k=args.top,
+                                      weights=SearchWeights(),
+                                      progress=subrange(progress, 0.8, 1.0))
+        if args.candidates_out is not None:
+            search_result.write_csv(args.candidates_out)
+        if not search_result.suggestions and entry is None:
+            raise PlanError("no feasible path to the target: " + search_result.explain())
+        for n, m in enumerate(search_result.suggestions, start=1):
+            results.append((f"auto{n}", "auto", m))
+
+    def change(pl: Plan) -> None:
+        pl.case = CaseRef(image_path=str(args.image), labels_path=str(args.labels),
+                          series_uid=image.series_uid, study_uid=image.study_uid,
+                          patient_id=str(image.metadata.get("patient_id", "")))
+        pl.target_structure = args.target_structure or ""
+        pl.target_lps = (float(target[0]), float(target[1]), float(target[2]))
+        names = {t.name for t in pl.trajectories}
+        for name, source, m in results:
+            rec = engine.to_record(m, _unique(name, names), source=source)
+            names.add(rec.name)
+            pl.trajectories = [*pl.trajectories, rec]
+        pl.settings = {**pl.settings, "planning": {
+            "needle": needle.to_dict(), "constraints": constraints.to_dict(),
+            "weights": SearchWeights().to_dict(), "caution_band_mm": engine.caution_band_mm,
+            "body_outline": engine.body_source,
+            "structures": {s.name: {"category": s.category.value, "forbidden": s.forbidden,
+                                    "margin_mm": s.margin_mm} for s in engine.structures},
+            "search": ({"candidates": search_result.n_candidates,
+                        "feasible": int(search_result.feasible.sum()),
+                        "summary": search_result.explain(),
+                        "timings_s": {k: round(v, 3)
+                                      for k, v in search_result.timings_s.items()}}
+                       if search_result is not None else None),
+        }}
+
+    plan.apply("plan trajectories", change)
+    if args.out is not None:
+        plan.save(args.out)
+
+    if args.json:
+        print(json.dumps({name: m.to_dict() for name, _, m in results}, indent=2))
+    else:
+        _print(results, target, search_result, engine)
+    if args.out is not None:
+        print(f"plan written to {args.out}")
+    if args.candidates_out is not None and search_result is not None:
+        print(f"{search_result.n_candidates} candidates written to {args.candidates_out}")
+    return 0
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def _print(results: list[tuple[str, str, TrajectoryMetrics]], target: Any,
+           search_result: Any, engine: PlanningEngine) -> None:
+    print(f"target (LPS mm): {target[0]:.1f} {target[1]:.1f} {target[2]:.1f}  "
+          f"in: {', '.join(engine.labels_at(target)) or '(no structure)'}")
+    if search_result is not None:
+        print("search: " + search_result.explain())
+    rows = []
+    for name, _, m in results:
+        closest = m.min_forbidden_clearance()
+        rows.append([name, m.verdict.value, " ".join(f"{v:.1f}" for v in m.entry_lps),
+                     m.length_mm, m.insertion_depth_mm, m.craniocaudal_angle_deg,
+                     m.in_plane_angle_deg, m.approach,
+                     closest[0] if closest else "-", closest[1] if closest else float("nan"),
+                     m.pleural_crossings])
+    print_table(["name", "verdict", "entry x y z (LPS mm)", "length (mm)", "depth (mm)",
+                 "cc angle (°)", "in-plane (°)", "approach", "closest forbidden",
+                 "clearance (mm)", "pleura (×)"], rows)
+    for name, _, m in results:
+        print(f"{name}: " + "; ".join(m.reasons))
+        crossed = ", ".join(f"{c.name} {c.enter_mm_from_entry:.1f}–{c.exit_mm_from_entry:.1f} mm"
+                            for c in m.crossings)
+        print(f"  crosses: {crossed or 'nothing'}")
