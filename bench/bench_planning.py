@@ -137,7 +137,10 @@ def main() -> None:
     args = parser.parse_args()
     cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True,
                          text=True).stdout.split(":")[-1].strip()
-    print(f"machine: {cpu}, {platform.python_version()}")
+    import os
+
+    print(f"machine: {cpu}, {platform.python_version()}, load average at start "
+          f"{os.getloadavg()[0]:.1f} (other jobs share the 2 cores)")
     t = time.perf_counter()
     grid, labels, target = build_case(tuple(args.size))
     print(f"case: {grid.shape_ijk} voxels, spacing {np.round(grid.spacing_mm, 3).tolist()} mm, "
@@ -200,7 +203,9 @@ def main() -> None:
     if args.out:
         lines = [
             "# Planning benchmark (bench/bench_planning.py)", "",
-            f"Machine: {cpu}, 2 cores, 24 GB; Python {platform.python_version()}.", "",
+            f"Machine: {cpu}, 2 cores, 24 GB; Python {platform.python_version()}; load average "
+            f"{os.getloadavg()[0]:.1f} at the end (other jobs were running: absolute times "
+            "are pessimistic, the ratios are measured in the same run).", "",
             f"Case: real TotalSegmentator CT + masks resampled (nearest neighbour) to "
             f"{grid.shape_ijk} voxels ({np.round(grid.spacing_mm, 3).tolist()} mm), "
             f"{len(labels.structures)} structures ({len(engine.forbidden)} forbidden), "

@@ -21,6 +21,7 @@ incomplete volume):
 from __future__ import annotations
 
 import os
+import warnings as _warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,7 +299,9 @@ def scan_for_reading(
     for p in entries:
         if p == root or p.name.startswith(".") or not p.is_file():
             continue
-        header, problem, dicom_like = read_file_header(p, seen)
+        with _warnings.catch_warnings():  # pydicom's complaints about unrelated files
+            _warnings.simplefilter("ignore")
+            header, problem, dicom_like = read_file_header(p, seen)
         if header is None:
             if dicom_like:
                 broken.append((p, problem))

@@ -192,11 +192,9 @@ class PlanningEngine:
         crop = layer[pad] == s.label
         # Boundary cells: in the structure with a face neighbour outside it (cells at
         # the edge of the grid count as boundary cells too).
-        inner = np.pad(crop, 1)
-        interior = crop.copy()
-        for ax in range(3):
-            for sh in (-1, 1):
-                interior &= np.roll(inner, sh, axis=ax)[1:-1, 1:-1, 1:-1]
+        p = np.pad(crop, 1)
+        interior = (crop & p[2:, 1:-1, 1:-1] & p[:-2, 1:-1, 1:-1] & p[1:-1, 2:, 1:-1]
+                    & p[1:-1, :-2, 1:-1] & p[1:-1, 1:-1, 2:] & p[1:-1, 1:-1, :-2])
         kji = np.argwhere(crop & ~interior)
         offset = np.array([p.start for p in pad])
         kji += offset

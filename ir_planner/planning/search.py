@@ -233,7 +233,11 @@ class _Field:
             padded = np.zeros(tuple(int(x) for x in (nc * block)[::-1]), dtype=bool)
             padded[:fine.shape[0], :fine.shape[1], :fine.shape[2]] = fine
             bk, bj, bi = (int(x) for x in block[::-1])
-            coarse = padded.reshape(nc[2], bk, nc[1], bj, nc[0], bi).any(axis=(1, 3, 5))
+            coarse = np.zeros((int(nc[2]), int(nc[1]), int(nc[0])), dtype=bool)
+            for ok in range(bk):
+                for oj in range(bj):
+                    for oi in range(bi):
+                        coarse |= padded[ok::bk, oj::bj, oi::bi]
         else:
             coarse = fine
         # Corner m (0..nc) is in the set iff one of the 8 cells around it is.
@@ -587,6 +591,45 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         bd_amb, _ = segment_box_distance(eq[amb_idx].astype(float)[:, None, :],
                                          tq.astype(float)[None, None, :],
                                          bb_lo[None, :, :], bb_hi[None, :, :])
+    # Pass 4, per structure and vectorised over the candidates that its bounding box
+    # leaves undecided: nearest boundary-cell centres of path samples (k-d tree).
+    # dist(p) <= centre distance d_c(p) <= dist(p) + r_cell; the cell distance is
+    # 1-Lipschitz, so per path: min d_c - r_cell - h/2 <= dist <= min d_c.
+    if len(amb_idx) and forb:
+        r_cell = frame.half_diagonal_mm
+        h4 = 1.0
+        n4 = max(2, int(math.ceil(float(length[amb_idx].max()) / h4)) + 1)
+        tt4 = np.linspace(0.0, 1.0, n4)
+        lo4 = np.full(len(amb_idx), np.inf)
+        hi4 = np.full(len(amb_idx), np.inf)
+        arg4 = np.zeros(len(amb_idx), dtype=np.int64)
+        for k in range(len(forb)):
+            rows = np.flatnonzero(bd_amb[:, k] - margins[k] < radius)
+            if not len(rows):
+                continue
+            a_rows = eq[amb_idx[rows]].astype(float)
+            pts = tq.astype(float) + tt4[None, :, None] * (a_rows - tq)[:, None, :]
+            bound = margins[k] + radius + r_cell + h4
+            dc, _ = forb[k].tree.query(pts.reshape(-1, 3), distance_upper_bound=bound,
+                                       workers=2)
+            dmin = dc.reshape(len(rows), n4).min(axis=1)
+            step4 = length[amb_idx[rows]] / (n4 - 1)
+            lo_k = np.where(np.isfinite(dmin), dmin - r_cell - 0.5 * step4,
+                            bound - r_cell - 0.5 * step4) - margins[k]
+            hi_k = dmin - margins[k]
+            lo4[rows] = np.minimum(lo4[rows], lo_k)
+            better = hi_k < hi4[rows]
+            arg4[rows[better]] = k
+            hi4[rows] = np.minimum(hi4[rows], hi_k)
+        decided_bad = hi4 < radius
+        decided_ok = lo4 >= radius
+        g_hi[amb_idx[decided_bad]] = hi4[decided_bad]
+        arg_hi[amb_idx[decided_bad]] = arg4[decided_bad]
+        bad_sure[amb_idx[decided_bad]] = True
+        g_lo[amb_idx[decided_ok]] = lo4[decided_ok]
+        keep = ~(decided_bad | decided_ok)
+        amb_idx, bd_amb = amb_idx[keep], bd_amb[keep]
+    n_amb4 = len(amb_idx)
     for row, i in enumerate(amb_idx):
         a_q = eq[i].astype(float)
         b_q = tq.astype(float)
@@ -703,7 +746,8 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         skin_index=np.flatnonzero(reach),
         stats={"candidates": n, "exact_refinements": n_refined,
                "forbidden_structures": len(forb), "ambiguous_coarse": n_amb0, "ambiguous_nearest_corner": n_amb1,
-               "ambiguous_after_8_corners": int(amb.sum())})
+               "ambiguous_after_8_corners": int(amb.sum()),
+               "ambiguous_after_kdtree": n_amb4})
 
 
 def _pareto(obj: NDArray[np.float32]) -> NDArray[np.bool_]:

@@ -553,10 +553,17 @@ def _prepare(image: ImageVolume, working_spacing_mm: float
              ) -> tuple[sitk.Image, sitk.Image, list[int], NDArray[np.float32]]:
     if image.array.size == 0:
         raise InputError("the image is empty")
-    full = to_sitk(image, image.array.astype(np.float32, copy=False))
     factors = _shrink_factors(image.spacing_mm, working_spacing_mm)
-    work = sitk.BinShrink(full, factors) if any(f > 1 for f in factors) else full
-    hu = sitk.GetArrayFromImage(work).astype(np.float32, copy=False)
+    arr = image.array
+    if arr.dtype not in (np.int16, np.uint8, np.uint16, np.int32, np.float32, np.float64):
+        arr = arr.astype(np.float32)
+    full = to_sitk(image, arr)  # native type: no 4-byte copy of the whole volume
+    if any(f > 1 for f in factors):
+        # bin-average in float so small HU differences are not rounded away
+        work = sitk.BinShrink(sitk.Cast(full, sitk.sitkFloat32), factors)
+    else:
+        work = sitk.Cast(full, sitk.sitkFloat32)
+    hu = sitk.GetArrayFromImage(work)
     return full, work, factors, hu
 
 

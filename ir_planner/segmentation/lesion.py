@@ -218,15 +218,24 @@ def segment_lesion(
     if radius_mm:
         shell = (dist >= 1.5 * radius_mm) & (dist <= 2.5 * radius_mm)
     else:
-        shell = _first_outside_shell(sm, dist, lesion_val, noise_core, core_r,
-                                     min(limit_r, half_mm), float(spacing_kji.min()))
-        if shell is None:
+        found = None
+        for _ in range(2):
+            found = _first_outside_shell(sm, dist, lesion_val, noise_core, core_r,
+                                         min(limit_r, half_mm), float(spacing_kji.min()))
+            if found is None:
+                break
+            # re-estimate the lesion level from its inner half (more voxels, less noise)
+            inner = dist <= max(core_r, 0.5 * found[1])
+            lesion_val = float(np.median(sm[inner]))
+            noise_core = max(_robust(sm[inner])[1], 2.0)
+        if found is None:
             raise InputError(
                 f"no lesion at seed {seed.round(1).tolist()}: the intensity around the seed "
                 f"stays at {lesion_val:.0f} within {min(limit_r, half_mm):.0f} mm (homogeneous "
                 "surroundings, or a lesion larger than max_radius_mm); click inside a lesion "
                 "that differs from the tissue around it, or give a radius"
             )
+        shell = found[0]
     at_edge = np.zeros(roi.shape, dtype=bool)
     at_edge[[0, -1], :, :] = at_edge[:, [0, -1], :] = at_edge[:, :, [0, -1]] = True
 
@@ -234,9 +243,16 @@ def segment_lesion(
     bg_val = noise = thr = 0.0
     polarity = "hypo"
     prev_thr = None
-    for _ in range(3):
+    for it in range(3):
+        prev = (region, bg_val, noise, thr, polarity)
         bg_val, noise = _robust(sm[shell])
         contrast = lesion_val - bg_val
+        if it > 0 and (abs(contrast) < max(10.0, 3.0 * noise_core, 1.0 * noise)
+                       or ("hypo" if contrast < 0 else "hyper") != polarity):
+            # the refined background is not trustworthy (shell reached other tissue):
+            # keep the previous estimate
+            region, bg_val, noise, thr, polarity = prev
+            break
         if abs(contrast) < max(10.0, 3.0 * noise_core, 1.0 * noise):
             raise InputError(
                 f"no lesion at seed {seed.round(1).tolist()}: the seed ({lesion_val:.0f}) "
@@ -260,6 +276,9 @@ def segment_lesion(
         if region[at_edge].any() or dist[region].max() > limit_r:
             region = _cut_bridges(region, s, spacing_kji)
         if region[at_edge].any() or dist[region].max() > limit_r:
+            if it > 0:
+                region, bg_val, noise, thr, polarity = prev
+                break
             raise InputError(
                 f"the lesion grown from seed {seed.round(1).tolist()} leaks into a large "
                 f"region (beyond {limit_r:.0f} mm from the seed): the seed is probably not "
@@ -316,7 +335,8 @@ def _cut_bridges(region: NDArray[np.bool_], seed: tuple[int, ...],
     lab, n_lab = ndi.label(core)
     if n_lab == 0:
         return region
-    if lab[seed]:
+    inside = all(0 <= c < n for c, n in zip(seed, region.shape))
+    if inside and lab[seed]:
         keep = lab == lab[seed]
     else:
         # the seed sits near the border: keep the core component nearest to it
@@ -335,16 +355,16 @@ def _edt(mask: NDArray[np.bool_], spacing_kji: NDArray[np.float64]) -> NDArray[n
 def _first_outside_shell(
     sm: NDArray[np.float32], dist: NDArray[Any], lesion_val: float, noise: float,
     start_mm: float, stop_mm: float, step_mm: float,
-) -> NDArray[np.bool_] | None:
+) -> tuple[NDArray[np.bool_], float] | None:
     """The shell just outside the first radius where the median leaves the lesion level.
 
     Medians of thin spherical shells around the seed are scanned outwards; the
-    first one differing from the lesion value by more than ``max(15, 4 × noise)``
-    marks the border region; the returned shell spans from there outwards by
-    ``max(5 mm, half that radius)``.
+    first one differing from the lesion value by more than ``max(15, 2.5 × noise)``
+    (and the next ring agrees) marks the border; the returned shell spans from
+    there outwards by ``max(5 mm, half that radius)``; the radius is returned too.
     """
     step = max(step_mm, 0.5)
-    level = max(15.0, 4.0 * noise)
+    level = max(15.0, 2.5 * noise)
     inside = (dist >= start_mm) & (dist < stop_mm + step)
     rings = ((dist[inside] - start_mm) // step).astype(np.int64)
     values = sm[inside]
@@ -356,14 +376,21 @@ def _first_outside_shell(
     rings_sorted, values_sorted = rings[order], values[order]
     starts = np.searchsorted(rings_sorted, np.arange(n_rings), side="left")
     stops = np.searchsorted(rings_sorted, np.arange(n_rings), side="right")
+    medians = np.full(n_rings, np.nan)
     for n in range(n_rings):
-        if stops[n] <= starts[n]:
+        if stops[n] - starts[n] >= 6:  # too few voxels give a noisy median
+            medians[n] = float(values_sorted[(starts[n] + stops[n] - 1) // 2])
+    dev = medians - lesion_val
+    for n in range(n_rings):
+        if not np.isfinite(dev[n]) or abs(dev[n]) < level:
             continue
-        med = float(values_sorted[(starts[n] + stops[n] - 1) // 2])
-        if abs(med - lesion_val) >= level:
-            r = start_mm + n * step
-            width = max(5.0, 0.5 * r)
-            return (dist >= r) & (dist <= r + width)
+        # the change must persist over the next ring too (not a noisy ring)
+        nxt = dev[n + 1] if n + 1 < n_rings else dev[n]
+        if np.isfinite(nxt) and (abs(nxt) < level or np.sign(nxt) != np.sign(dev[n])):
+            continue
+        r = start_mm + n * step
+        width = max(5.0, 0.5 * r)
+        return (dist >= r) & (dist <= r + width), r
     return None
 
 

@@ -64,3 +64,15 @@ def test_info_subprocess_junk_folder_exits_2_without_traceback(tmp_path: Path) -
     assert "Traceback" not in proc.stderr
     assert "no readable DICOM" in proc.stderr and "notes.txt" in proc.stderr
     assert "empty.dcm: empty file" in proc.stderr
+
+
+def test_info_single_file_describes_its_series(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = write_dicom_series(make_volume(shape_kji=(4, 5, 6)), tmp_path / "dcm")
+    assert main(["-q", "info", str(files[1])]) == 0
+    out = capsys.readouterr().out
+    assert "note: IM_0001_00002.dcm is one image of a series" in out and "6×5×4" in out
+    assert main(["-q", "info", "--json", "--single-file", str(files[1])]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["notes"] == [] and data["series"][0]["n_frames"] == 1

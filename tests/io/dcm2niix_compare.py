@@ -91,7 +91,7 @@ class Agreement:
             f"{self.centroid_distance_mm:.3f}",
             f"{self.corner_distance_mm:.3f}",
             f"{self.axis_angle_deg:.3f}",
-            Path(self.ref_file).name.split(".nii")[0][-20:],
+            Path(self.ref_file).name[len(self.series_uid):].split(".nii")[0] or "(plain)",
         ]
 
     def as_dict(self) -> dict[str, Any]:
