@@ -8,9 +8,6 @@ step to the list; the runner gives each step its share of the progress bar.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +18,7 @@ import numpy as np
 from ir_planner.cli.common import print_json, print_table, progress_printer
 from ir_planner.core.catalog import Category
 from ir_planner.core.errors import InputError
+from ir_planner.core.fileio import atomic_write_json
 from ir_planner.core.labels import LabelMap
 from ir_planner.core.plan import CaseRef, Plan
 from ir_planner.core.progress import ProgressCallback, report, subrange
@@ -174,16 +172,7 @@ def step_write(ctx: DemoContext, progress: ProgressCallback | None) -> None:
 
 
 def _write_json_atomic(path: Path, data: Any) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_json(path, data)
 
 
 #: The demo's steps in order. Features add theirs (e.g. before "write outputs").

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ir_planner.core.errors import PlanError
+from ir_planner.core.fileio import atomic_write_text
 
 __all__ = [
     "PLAN_SCHEMA_VERSION",
@@ -216,22 +216,7 @@ class Plan(_Model):
             raise PlanError(f"cannot save plan to {out}: it is a directory")
         if not out.parent.exists():
             raise PlanError(f"cannot save plan to {out}: folder {out.parent} does not exist")
-        text = self.to_json()
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give a normal file's mode
-            os.replace(tmp, out)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return out
+        return atomic_write_text(out, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Plan":

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from ir_planner.core.errors import GeometryError, InputError
+from ir_planner.core.fileio import default_mode
 from ir_planner.core.progress import ProgressCallback, report
 from ir_planner.core.volume import ImageVolume, geometry_from_affine
 
@@ -259,6 +260,7 @@ def write_dicom_series(
             written.append(target)
             report(progress, (k + 1) / max(nk, 1), f"writing DICOM slice {k + 1}/{nk}")
         if new_folder:
+            os.chmod(work_dir, default_mode(directory=True))  # mkdtemp makes 0700
             os.replace(work_dir, final_dir)
         else:
             for name in names:

@@ -16,10 +16,8 @@ exactly. See ``docs/segmentation_files.md`` for the rules.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +34,7 @@ from ir_planner.core.errors import (
     InputError,
     SegmentationReadError,
 )
+from ir_planner.core.fileio import atomic_write_json
 from ir_planner.core.labels import LabelMap, Structure
 from ir_planner.core.progress import ProgressCallback, report, subrange
 from ir_planner.core.volume import ImageVolume
@@ -600,14 +599,7 @@ def save_labels(labelmap: LabelMap, path: str | Path) -> Path:
         dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
         _write_atomic_image(to_sitk(labelmap.grid, layer.astype(dtype, copy=False)), lp)
     side = sidecar_path(p, suffix)
-    fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=side.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(sidecar, fh, indent=2)
-        os.replace(tmp, side)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_json(side, sidecar)
     return p
 
 
