@@ -333,11 +333,19 @@ class PlanningEngine:
             # collect the capsule of radius R with balls along the axis.
             ub = float(dist.min())
             cap_r = ub + r_cell + 1e-9
-            nb = max(1, int(math.ceil(length / max(cap_r, 0.5))))
-            ball_t = (np.arange(nb) + 0.5) / nb
-            centres = a + ball_t[:, None] * (b - a)
-            ball_r = cap_r + 0.5 * length / nb + 1e-9  # covers the capsule incl. its ends
-            if nb == 1:
+            if ub <= 3.0 * r_cell + h:
+                # Near: the capsule of radius R = ub + r_cell around the axis, covered by
+                # balls along it.
+                nb = max(1, int(math.ceil(length / max(cap_r, 0.5))))
+                ball_t = (np.arange(nb) + 0.5) / nb
+                centres = a + ball_t[:, None] * (b - a)
+                ball_r = cap_r + 0.5 * length / nb + 1e-9  # covers the capsule incl. ends
+            else:
+                # Far: such a centre c lies within R + h/2 of some sample s, and then the
+                # sample's own nearest-centre distance is <= R + h/2 as well.
+                ball_r = cap_r + 0.5 * h + 1e-9
+                centres = samples[dist <= ball_r]
+            if len(centres) == 1:
                 idx = np.asarray(d.tree.query_ball_point(centres[0], ball_r), dtype=np.int64)
             else:
                 idx_lists = d.tree.query_ball_point(centres, ball_r)
@@ -357,7 +365,11 @@ class PlanningEngine:
             for cnt in counts:
                 seg = dist_box[start:start + cnt]
                 best = int(np.argmin(seg))
-                results.append((float(seg[best]), float(t_box[start + best])))
+                value = float(seg[best])
+                # Beyond the cap only "truth >= cap" is guaranteed (every cell that could
+                # be closer than the cap was examined): report the cap as a lower bound.
+                results.append((value, float(t_box[start + best])) if value < cap
+                               else (cap + 1e-6, 0.0))
                 start += cnt
             it = iter(results)
             out = [next(it) if o is None else o for o in out]
@@ -482,7 +494,7 @@ class PlanningEngine:
         exact = dict(zip([d.struct.name for d in todo],
                          self._exact_many(todo, a_q, b_q, cap=cap)))
         # Values beyond the range are lower bounds only (cheap early exit).
-        far.update({k: v for k, v in exact.items() if v[0] > cap})
+        far.update({k: v for k, v in exact.items() if v[0] >= cap})
         for name, d in self._data.items():
             s = d.struct
             if structures == "forbidden" and not s.forbidden:

@@ -44,6 +44,8 @@ __all__ = ["SearchConstraints", "SearchWeights", "SearchResult", "search", "REGI
 
 #: Sample step (mm) of the first, coarse pass over every candidate path.
 COARSE_STEP_MM = 3.0
+#: Whether to run the 8-corner bound pass before the k-d tree pass.
+USE_EIGHT_CORNERS = True
 
 #: Skin regions by outward-normal direction (LPS): excluded when normal·dir > cos 45°.
 REGIONS: dict[str, tuple[float, float, float]] = {
@@ -573,7 +575,8 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     sample_pass(np.flatnonzero(amb), fine_step, "nearest")
     amb = feasible & ~(g_lo >= radius) & ~(g_hi < radius)
     n_amb1 = int(amb.sum())
-    sample_pass(np.flatnonzero(amb), fine_step, "eight")
+    if USE_EIGHT_CORNERS:
+        sample_pass(np.flatnonzero(amb), fine_step, "eight")
     ok_sure = g_lo >= radius
     bad_sure = g_hi < radius
     amb = feasible & ~ok_sure & ~bad_sure
@@ -602,6 +605,8 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         tt4 = np.linspace(0.0, 1.0, n4)
         lo4 = np.full(len(amb_idx), np.inf)
         hi4 = np.full(len(amb_idx), np.inf)
+        # per (candidate, structure) lower bound of dist - margin (bbox bound by default)
+        lo_pair = bd_amb - margins[None, :]
         arg4 = np.zeros(len(amb_idx), dtype=np.int64)
         for k in range(len(forb)):
             rows = np.flatnonzero(bd_amb[:, k] - margins[k] < radius)
@@ -618,6 +623,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
                             bound - r_cell - 0.5 * step4) - margins[k]
             hi_k = dmin - margins[k]
             lo4[rows] = np.minimum(lo4[rows], lo_k)
+            lo_pair[rows, k] = np.maximum(lo_pair[rows, k], lo_k)
             better = hi_k < hi4[rows]
             arg4[rows[better]] = k
             hi4[rows] = np.minimum(hi4[rows], hi_k)
@@ -628,16 +634,18 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         bad_sure[amb_idx[decided_bad]] = True
         g_lo[amb_idx[decided_ok]] = lo4[decided_ok]
         keep = ~(decided_bad | decided_ok)
-        amb_idx, bd_amb = amb_idx[keep], bd_amb[keep]
+        amb_idx, bd_amb, lo_pair = amb_idx[keep], bd_amb[keep], lo_pair[keep]
+    else:
+        lo_pair = bd_amb - margins[None, :]
     n_amb4 = len(amb_idx)
     for row, i in enumerate(amb_idx):
         a_q = eq[i].astype(float)
         b_q = tq.astype(float)
-        bd = bd_amb[row]
+        lo_row = lo_pair[row]
         worst = np.inf
         worst_k = 0
-        for k in np.argsort(bd - margins):
-            if bd[k] - margins[k] >= min(worst, radius):
+        for k in np.argsort(lo_row):
+            if lo_row[k] >= min(worst, radius):
                 break  # the remaining structures cannot make it infeasible
             dist_k, _ = engine._exact_q(forb[k], a_q, b_q,
                                         cap=margins[k] + min(worst, radius))
