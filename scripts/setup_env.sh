@@ -23,7 +23,25 @@ if [ "$want" = test ] && command -v apt-get >/dev/null; then
 fi
 
 PY="${PYTHON:-python3}"
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+if ! command -v "$PY" >/dev/null; then
+  echo "error: $PY not found; install Python >= 3.11 (Debian: apt-get install python3 python3-venv)" >&2
+  exit 2
+fi
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "error: IR Planner needs Python >= 3.11; $PY is $("$PY" -V 2>&1). Set PYTHON=/path/to/python3.11" >&2
+  exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    # Debian's python3 ships venv/ensurepip separately
+    rm -rf .venv
+    if command -v apt-get >/dev/null; then
+      as_root apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+    fi
+    "$PY" -m venv .venv
+  fi
+fi
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "$want" = test ]; then
   .venv/bin/python -m pip install -q -e '.[test]'

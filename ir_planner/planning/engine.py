@@ -45,10 +45,15 @@ from ir_planner.planning.geometry import (
 )
 from ir_planner.planning.metrics import Crossing, StructureClearance, TrajectoryMetrics, Verdict
 
-__all__ = ["PlanningEngine", "effective_structures", "CAUTION_BAND_MM"]
+__all__ = ["PlanningEngine", "effective_structures", "CAUTION_BAND_MM",
+           "TARGET_ORGAN_CATEGORIES"]
 
 #: A forbidden structure closer than margin + this band gives a "caution" verdict.
 CAUTION_BAND_MM = 2.0
+
+#: Forbidden categories that are allowed when they contain the target: the target's
+#: organ (a lung nodule lies in the lung; pleural crossings then give a caution).
+TARGET_ORGAN_CATEGORIES = frozenset({Category.LUNG})
 
 
 def effective_structures(
@@ -276,13 +281,22 @@ class PlanningEngine:
                 f"(x {ext[:, 0].min():.1f}..{ext[:, 0].max():.1f}, "
                 f"y {ext[:, 1].min():.1f}..{ext[:, 1].max():.1f}, "
                 f"z {ext[:, 2].min():.1f}..{ext[:, 2].max():.1f} mm)")
-        bad = [n for n in self.labels_at(t) if self._data[n].struct.forbidden]
+        allowed = self.allowed_at_target(t)
+        bad = [n for n in self.labels_at(t)
+               if self._data[n].struct.forbidden and n not in allowed]
         if bad:
             raise PlanError(
                 f"target {np.round(t, 1).tolist()} (LPS mm) lies inside forbidden structure "
                 f"{', '.join(bad)}; move the target or allow the structure "
                 "(structure override forbidden=false)")
         return t
+
+    def allowed_at_target(self, target_lps: ArrayLike) -> set[str]:
+        """Forbidden structures allowed for paths to this target: those of the target's
+        organ categories (:data:`TARGET_ORGAN_CATEGORIES`, e.g. lung) containing it."""
+        return {n for n in self.labels_at(target_lps)
+                if self._data[n].struct.forbidden
+                and self._data[n].struct.category in TARGET_ORGAN_CATEGORIES}
 
     # -- exact clearance -----------------------------------------------------------------
     def exact_distance(self, name: str, a_lps: ArrayLike, b_lps: ArrayLike
@@ -419,6 +433,11 @@ class PlanningEngine:
         """
         needle = needle or self.needle
         target = self.check_target(target_lps)
+        allowed = self.allowed_at_target(target)
+
+        def is_forb(name: str) -> bool:
+            return self._data[name].struct.forbidden and name not in allowed
+
         entry = _point(entry_lps, "entry")
         length = float(np.linalg.norm(target - entry))
         if length < 1e-6:
@@ -467,7 +486,7 @@ class PlanningEngine:
                 for start, stop in _runs(on):
                     enter_mm = float(t_in[start]) * length
                     exit_mm = float(t_out[stop - 1]) * length
-                    crossings.append(Crossing(name, enter_mm, exit_mm, s.forbidden))
+                    crossings.append(Crossing(name, enter_mm, exit_mm, is_forb(name)))
                     inside_len[name] = inside_len.get(name, 0.0) + exit_mm - enter_mm
         crossings.sort(key=lambda c: c.enter_mm_from_entry)
         pleural = len(_runs(lung_cells))
@@ -478,7 +497,7 @@ class PlanningEngine:
         b_q = frame.lps_to_q(target)
         todo = [d for d in self._data.values()
                 if d.struct.name not in crossed
-                and (structures != "forbidden" or d.struct.forbidden)]
+                and (structures != "forbidden" or is_forb(d.struct.name))]
         far: dict[str, tuple[float, float]] = {}
         if range_mm is not None and todo:
             # Lower bound from the structures' bounding boxes: beyond range_mm the
@@ -497,7 +516,7 @@ class PlanningEngine:
         far.update({k: v for k, v in exact.items() if v[0] >= cap})
         for name, d in self._data.items():
             s = d.struct
-            if structures == "forbidden" and not s.forbidden:
+            if structures == "forbidden" and not is_forb(name):
                 continue
             if name in crossed:
                 first_c = next(c for c in crossings if c.name == name)
@@ -510,7 +529,7 @@ class PlanningEngine:
             clearances[name] = StructureClearance(
                 name, dist - radius, t * length,
                 tuple(float(v) for v in entry + t * (target - entry)),  # type: ignore[arg-type]
-                s.forbidden, float(s.margin_mm), exact=name not in far)
+                is_forb(name), float(s.margin_mm), exact=name not in far)
 
         cc = math.degrees(math.asin(max(-1.0, min(1.0, float(direction[2])))))
         horiz = math.hypot(float(direction[0]), float(direction[1]))
@@ -579,7 +598,7 @@ class PlanningEngine:
                           f"{needle.usable_length_mm:.1f} mm")
         if pleural and not any(c.forbidden for c in crossings
                                if self._data[c.name].struct.category == Category.LUNG):
-            caution.append(f"crosses the pleura {pleural}×")
+            caution.append(f"crosses the pleura {pleural}× (pneumothorax risk)")
         if max_cc is not None and abs(cc) > max_cc + 1e-9:
             caution.append(f"craniocaudal angle {abs(cc):.1f}° exceeds {max_cc:.1f}°")
         for organ, need in (min_len or {}).items():

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import ndimage as ndi
 
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.progress import ProgressCallback, report
@@ -46,6 +45,8 @@ __all__ = ["SearchConstraints", "SearchWeights", "SearchResult", "search", "REGI
 COARSE_STEP_MM = 3.0
 #: Whether to run the 8-corner bound pass before the k-d tree pass.
 USE_EIGHT_CORNERS = True
+#: Sample step (mm) of the k-d tree pass.
+KD_STEP_MM = 1.0
 
 #: Skin regions by outward-normal direction (LPS): excluded when normal·dir > cos 45°.
 REGIONS: dict[str, tuple[float, float, float]] = {
@@ -213,6 +214,27 @@ def _num(v: float, nd: int = 3) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+#: Slack (mm) subtracted from lower / added to upper bounds for float32 rounding.
+_EPS_MM = 1e-3
+
+
+def _edt_outside(mask: NDArray[np.bool_], spacing_ijk: NDArray[np.float64]
+                 ) -> NDArray[np.float32]:
+    """Euclidean distance (mm) from every lattice point to the nearest True point.
+
+    SimpleITK's SignedMaurerDistanceMap (multi-threaded; outside values equal the exact
+    EDT to the nearest object point, checked against scipy in the tests), inside
+    clipped to 0.
+    """
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    img.SetSpacing(tuple(float(x) for x in spacing_ijk))
+    d = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
+                                     useImageSpacing=True, backgroundValue=0)
+    return np.maximum(sitk.GetArrayFromImage(d), 0.0).astype(np.float32)
+
+
 class _Field:
     """Corner-lattice exact distance map of one structure over a padded ROI."""
 
@@ -249,7 +271,7 @@ class _Field:
             for dj in (0, 1):
                 for di in (0, 1):
                     corners |= cp[dk:dk + nc[2] + 1, dj:dj + nc[1] + 1, di:di + nc[0] + 1]
-        self.dist = ndi.distance_transform_edt(~corners, sampling=csp[::-1]).astype(np.float32)
+        self.dist = _edt_outside(corners, csp)
         self.m_lo = c_lo  # corner index of the first ROI corner
         self.m_n = nc + 1
         self.csp = csp
@@ -288,8 +310,10 @@ class _GlobalField:
     """
 
     def __init__(self, engine: "PlanningEngine", pad_mm: float,
-                 progress: ProgressCallback | None = None) -> None:
-        self.forb = [d for d in engine._data.values() if d.struct.forbidden]
+                 progress: ProgressCallback | None = None,
+                 exclude: frozenset[str] = frozenset()) -> None:
+        self.forb = [d for d in engine._data.values()
+                     if d.struct.forbidden and d.struct.name not in exclude]
         self.pad_mm = pad_mm
         self.block = _block(engine)
         shape = np.asarray(engine.frame.shape_ijk)
@@ -332,6 +356,7 @@ class _GlobalField:
         v = (m * b32 - 0.5) * sp32
         dv = np.sqrt(np.sum((q - v) ** 2, axis=-1))
         ix = (m[..., 2], m[..., 1], m[..., 0])
+        dv += _EPS_MM
         return (self.g_lo[ix] - dv, self.g_hi[ix] + dv, self.u_lo[ix] - dv,
                 self.u_hi[ix] + dv, self.arg[ix])
 
@@ -349,7 +374,7 @@ class _GlobalField:
                             dtype=np.int32):
             m = np.clip(base + off, 0, top)
             v = (m * b32 - 0.5) * sp32
-            dv = np.sqrt(np.sum((q - v) ** 2, axis=-1))
+            dv = np.sqrt(np.sum((q - v) ** 2, axis=-1)) + _EPS_MM
             ix = (m[..., 2], m[..., 1], m[..., 0])
             np.maximum(out_lo, self.g_lo[ix] - dv, out=out_lo)
             hi = self.g_hi[ix] + dv
@@ -360,14 +385,21 @@ class _GlobalField:
 
 
 def global_field(engine: "PlanningEngine", pad_mm: float = 15.0,
-                 progress: ProgressCallback | None = None) -> _GlobalField:
-    """The engine's cached combined search field (built on first use)."""
-    cache = getattr(engine, "_search_field", None)
-    forb_names = [d.struct.name for d in engine._data.values() if d.struct.forbidden]
+                 progress: ProgressCallback | None = None,
+                 exclude: frozenset[str] = frozenset()) -> _GlobalField:
+    """The engine's cached combined search field (built on first use).
+
+    ``exclude``: forbidden structures allowed for this target (its organ, e.g. lung).
+    """
+    caches: dict[frozenset[str], _GlobalField] = engine.__dict__.setdefault(
+        "_search_fields", {})
+    cache = caches.get(exclude)
+    forb_names = [d.struct.name for d in engine._data.values()
+                  if d.struct.forbidden and d.struct.name not in exclude]
     if (cache is None or cache.pad_mm < pad_mm or np.any(cache.block != _block(engine))
             or [d.struct.name for d in cache.forb] != forb_names):
-        cache = _GlobalField(engine, pad_mm, progress)
-        engine._search_field = cache
+        cache = _GlobalField(engine, pad_mm, progress, exclude)
+        caches[exclude] = cache
     return cache
 
 
@@ -467,11 +499,13 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     min_len = dict(c.min_organ_length_mm)
     track = set(min_len) | ({organ} if organ else set())
     sat = w.clearance_saturation_mm
-    forb_all = [d for d in engine._data.values() if d.struct.forbidden]
+    allowed = frozenset(engine.allowed_at_target(target))
+    forb_all = [d for d in engine._data.values()
+                if d.struct.forbidden and d.struct.name not in allowed]
     max_margin = max((d.struct.margin_mm for d in forb_all), default=0.0)
     pad_mm = max(sat, max_margin + engine.caution_band_mm) + radius + 2.0
     tf = time.perf_counter()
-    gf = global_field(engine, pad_mm)
+    gf = global_field(engine, pad_mm, exclude=allowed)
     timings["fields"] = time.perf_counter() - tf
     forb = gf.forb
     g_lo = np.full(n, np.inf, dtype=np.float32)
@@ -600,7 +634,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     # 1-Lipschitz, so per path: min d_c - r_cell - h/2 <= dist <= min d_c.
     if len(amb_idx) and forb:
         r_cell = frame.half_diagonal_mm
-        h4 = 1.0
+        h4 = KD_STEP_MM
         n4 = max(2, int(math.ceil(float(length[amb_idx].max()) / h4)) + 1)
         tt4 = np.linspace(0.0, 1.0, n4)
         lo4 = np.full(len(amb_idx), np.inf)

@@ -181,3 +181,26 @@ def test_bad_inputs() -> None:
         PlanningEngine(grid, labels, overrides={"nope": {"forbidden": True}})
     with pytest.raises(InputError, match="gauge"):
         Needle(gauge=3)
+
+
+def test_target_in_lung_allows_its_lung_with_pleura_caution() -> None:
+    grid = make_grid((50, 50, 30), (1.5, 1.5, 2.0))
+    k, j, i = np.indices(grid.shape)
+    body = (i > 3) & (i < 46) & (j > 3) & (j < 46)
+    grid = grid.with_array(np.where(body, 40.0, -1000.0).astype(np.float32))
+    lung = (i >= 10) & (i <= 30) & (j >= 10) & (j <= 30) & (k >= 5) & (k <= 25)
+    nodule = (np.abs(i - 20) <= 2) & (np.abs(j - 20) <= 2) & (np.abs(k - 15) <= 1)
+    labels = LabelMap.from_masks([("lung_lower_lobe_left", lung & ~nodule),
+                                  ("nodule", nodule)], grid)
+    labels = labels.with_structure("lung_lower_lobe_left", lung)  # nodule lies in the lung
+    eng = PlanningEngine(grid, labels)
+    target = grid.index_to_world([20.0, 20.0, 15.0])
+    assert eng.allowed_at_target(target) == {"lung_lower_lobe_left"}
+    m = eng.evaluate(grid.index_to_world([20.0, 2.0, 15.0]), target)
+    assert m.pleural_crossings == 1
+    assert m.verdict == Verdict.CAUTION
+    assert any("pleura" in r for r in m.reasons)
+    assert not m.clearances["lung_lower_lobe_left"].forbidden
+    res = eng.search(target, top_k=2)
+    assert res.feasible.any() and res.suggestions
+    assert all(s.verdict == Verdict.CAUTION for s in res.suggestions)

@@ -116,3 +116,35 @@ def test_nothing_feasible_explains(setup) -> None:
         require_feasible(res)
     with pytest.raises(InputError, match="unknown skin region"):
         eng.search(target, SearchConstraints(excluded_regions=("back",)))
+
+
+def test_skin_candidates_at_most_2mm_apart(setup) -> None:
+    from scipy.spatial import cKDTree
+
+    from ir_planner.planning.body import skin_points
+
+    grid, labels, eng, target, res = setup
+    pts, normals = eng.skin_points()
+    nn, _ = cKDTree(pts).query(pts, k=2)
+    assert nn[:, 1].max() <= 2.0
+    dense, _ = skin_points(eng.body, grid, spacing_mm=0.5)
+    gap, _ = cKDTree(pts).query(dense)
+    assert gap.max() <= 2.0  # every point of the surface has a candidate within 2 mm
+    # outward normals: one step along the normal leaves the body
+    out = pts + 2.5 * normals
+    ijk = np.rint(grid.world_to_index(out)).astype(int)
+    ok = np.all((ijk >= 0) & (ijk < grid.shape_ijk), axis=1)
+    inside = eng.body[ijk[ok, 2], ijk[ok, 1], ijk[ok, 0]]
+    assert inside.mean() < 0.02
+
+
+def test_field_edt_matches_scipy() -> None:
+    from scipy import ndimage as ndi
+
+    from ir_planner.planning.search import _edt_outside
+
+    rng = np.random.default_rng(0)
+    mask = ndi.binary_dilation(rng.random((30, 40, 50)) > 0.995, iterations=2)
+    sp = np.array([1.4, 0.7, 2.5])  # i, j, k
+    ref = ndi.distance_transform_edt(~mask, sampling=sp[::-1])
+    np.testing.assert_allclose(_edt_outside(mask, sp), ref, atol=1e-4)
