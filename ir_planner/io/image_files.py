@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ from ir_planner.core.errors import ImageReadError, InputError
 from ir_planner.core.volume import ImageVolume
 from ir_planner.io.sitk_convert import from_sitk, to_sitk
 
-__all__ = ["IMAGE_SUFFIXES", "is_image_file", "read_image_file", "write_image_file"]
+__all__ = [
+    "IMAGE_SUFFIXES", "is_image_file", "read_image_file", "write_image_file", "write_sitk_atomic",
+]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -66,13 +69,23 @@ def write_image_file(volume: ImageVolume, path: str | Path, *, compress: bool = 
         )
     if not p.parent.exists():
         raise InputError(f"output {p}: folder {p.parent} does not exist")
-    suffix = next(s for s in IMAGE_SUFFIXES if str(p).lower().endswith(s))
-    tmp = p.with_name(f".{p.name[: -len(suffix)]}.tmp{suffix}")
     array = volume.array
     if array.dtype == np.float64:
         array = array.astype(np.float32)
+    write_sitk_atomic(to_sitk(volume, array), p, compress=compress)
+    return p
+
+
+def write_sitk_atomic(image: sitk.Image, path: str | Path, *, compress: bool = True) -> Path:
+    """Write a SimpleITK image under a temporary name beside ``path``, then rename.
+
+    A failure never leaves a half-written output (the temporary file is removed).
+    """
+    p = Path(path)
+    suffix = next((s for s in IMAGE_SUFFIXES if p.name.lower().endswith(s)), p.suffix)
+    tmp = p.with_name(f".{p.name[: len(p.name) - len(suffix)]}.tmp{os.getpid()}{suffix}")
     try:
-        sitk.WriteImage(to_sitk(volume, array), str(tmp), compress)
+        sitk.WriteImage(image, str(tmp), compress)
         tmp.replace(p)
     except RuntimeError as exc:
         raise ImageReadError(f"cannot write {p}: {exc}") from exc

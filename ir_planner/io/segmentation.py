@@ -30,7 +30,6 @@ from numpy.typing import NDArray
 
 from ir_planner.core.errors import (
     GeometryError,
-    ImageReadError,
     InputError,
     SegmentationReadError,
 )
@@ -38,7 +37,7 @@ from ir_planner.core.fileio import atomic_write_json
 from ir_planner.core.labels import LabelMap, Structure
 from ir_planner.core.progress import ProgressCallback, report, subrange
 from ir_planner.core.volume import ImageVolume
-from ir_planner.io.image_files import IMAGE_SUFFIXES, is_image_file
+from ir_planner.io.image_files import IMAGE_SUFFIXES, is_image_file, write_sitk_atomic
 from ir_planner.io.seg_common import (
     LayerPacker,
     bounding_box,
@@ -597,20 +596,7 @@ def save_labels(labelmap: LabelMap, path: str | Path) -> Path:
     for layer, lp in zip(labelmap.layers, layer_paths):
         top = int(layer.max()) if layer.size else 0
         dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
-        _write_atomic_image(to_sitk(labelmap.grid, layer.astype(dtype, copy=False)), lp)
+        write_sitk_atomic(to_sitk(labelmap.grid, layer.astype(dtype, copy=False)), lp)
     side = sidecar_path(p, suffix)
     atomic_write_json(side, sidecar)
     return p
-
-
-def _write_atomic_image(image: sitk.Image, p: Path) -> None:
-    suffix = _suffix_of(p)
-    tmp = p.with_name(f".{p.name[: -len(suffix)]}.tmp{os.getpid()}{suffix}")
-    try:
-        sitk.WriteImage(image, str(tmp), True)
-        tmp.replace(p)
-    except RuntimeError as exc:
-        raise ImageReadError(f"cannot write {p}: {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()

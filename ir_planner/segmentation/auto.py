@@ -50,12 +50,13 @@ import SimpleITK as sitk
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
+from ir_planner.bridge.sitk import to_sitk
 from ir_planner.core.catalog import Category
 from ir_planner.core.errors import InputError
 from ir_planner.core.labels import LabelMap, Structure
 from ir_planner.core.progress import ProgressCallback, report
 from ir_planner.core.volume import ImageVolume
-from ir_planner.segmentation._sitk import superior_array_axis, to_sitk
+from ir_planner.segmentation._sitk import superior_array_axis
 
 __all__ = ["AutoSegmentationReport", "segment_auto", "segment_ct", "segment_mr",
            "segment_for_planning", "is_contrast_enhanced", "contrast_lumens"]

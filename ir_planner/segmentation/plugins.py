@@ -24,11 +24,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import SimpleITK as sitk
 
+from ir_planner.bridge.sitk import to_sitk
 from ir_planner.core.errors import InputError, IRPlannerError, SegmentationReadError
 from ir_planner.core.labels import LabelMap
 from ir_planner.core.progress import ProgressCallback, report
 from ir_planner.core.volume import ImageVolume
-from ir_planner.segmentation._sitk import to_sitk
 
 __all__ = ["Segmenter", "ENTRY_POINT_GROUP", "available_segmenters", "get_segmenter",
            "ClassicSegmenter", "TotalSegmentatorSegmenter"]
