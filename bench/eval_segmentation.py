@@ -324,6 +324,7 @@ def main() -> None:
     out.append("| step timings, contrast | " + ", ".join(
         f"{k} {v:.2f}" for k, v in rc.timings_s.items()) + " | |")
     # lesion on the big grid
+    liver_img = sitk.ReadImage(str(DATA / "masks" / "liver.nii.gz"))
     depth = ndi.distance_transform_edt(np.pad(sitk.GetArrayFromImage(sitk.Resample(
         liver_img, big, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0, 1),
         sampling=vol.spacing_mm[::-1])[1:-1, 1:-1, 1:-1]

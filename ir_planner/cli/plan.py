@@ -1,27 +1,44 @@
-"""``ir-planner plan IMAGE --labels LABELS --target X Y Z``: needle trajectories.
+"""``ir-planner plan IMAGE [--labels LABELS] --target X Y Z``: needle trajectories.
 
 Evaluates a given trajectory (``--entry``) and/or searches the skin for safe,
 diverse entry points (``--auto``); prints a table, writes the plan (``--out``) and
 every evaluated candidate (``--candidates-out``). Coordinates are LPS mm.
+
+Without ``--labels`` the image is segmented first (classic automatic segmentation:
+body, bone, lung, airway, bowel gas, contrast vessels; a lesion grown from the
+target point); the plan records that its labels were generated, and every
+trajectory carries the segmentation's limits (e.g. vessels not avoided on a
+non-contrast CT: such paths are never called "safe").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from ir_planner.cli.common import parse_point, print_table, progress_printer
+from ir_planner.core.catalog import Category
 from ir_planner.core.errors import InputError, PlanError
+from ir_planner.core.labels import LabelMap
 from ir_planner.core.plan import CaseRef, Plan
-from ir_planner.core.progress import subrange
+from ir_planner.core.progress import ProgressCallback, subrange
+from ir_planner.core.volume import ImageVolume
 from ir_planner.io.load import load_image
-from ir_planner.io.segmentation import load_labels
+from ir_planner.io.segmentation import load_labels, save_labels
 from ir_planner.planning.devices import Needle
 from ir_planner.planning.engine import PlanningEngine
-from ir_planner.planning.metrics import TrajectoryMetrics
+from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
 from ir_planner.planning.search import REGIONS, SearchConstraints, SearchWeights
+
+#: Printed on stderr before the automatic segmentation runs.
+AUTO_SEGMENT_MESSAGE = ("no --labels given: segmenting body, bone, lung, airway, bowel gas, "
+                        "contrast vessels automatically...")
+#: Structures the automatic segmentation may produce that a needle must avoid.
+_VESSEL_STRUCTURE = "vessels_contrast"
+_AIRWAY_STRUCTURE = "airway"
 
 __all__ = ["register", "run"]
 
@@ -37,9 +54,15 @@ def register(subparsers: Any) -> None:
         "cleared by their margins. Coordinates are DICOM patient LPS in mm.",
     )
     p.add_argument("image", type=Path, help="image: DICOM folder/file or .nii.gz/.nrrd/.mha")
-    p.add_argument("--labels", type=Path, required=True,
-                   help="segmentation: label-map file, mask folder or DICOM SEG")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="segmentation: label-map file, mask folder or DICOM SEG (default: "
+                   "segment the image automatically, coarser: see the warnings it prints)")
     p.add_argument("--names", type=Path, default=None, help="names table for a label-map file")
+    p.add_argument("--labels-out", type=Path, default=None, metavar="FILE",
+                   help="without --labels: write the automatic segmentation here "
+                   "(.nii.gz/.nrrd + names sidecar)")
+    p.add_argument("--lesion-radius", type=float, default=None, metavar="MM",
+                   help="without --labels: rough radius of the lesion at --target, mm")
     tgt = p.add_mutually_exclusive_group(required=True)
     tgt.add_argument("--target", type=float, nargs=3, metavar=("X", "Y", "Z"),
                      help="target point, LPS mm")
@@ -80,7 +103,20 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --entry X Y Z to evaluate a trajectory and/or --auto to search")
     if args.top < 1:
         raise InputError(f"--top must be ≥ 1; got {args.top}")
-    for path, what in ((args.out, "--out"), (args.candidates_out, "--candidates-out")):
+    auto_labels = args.labels is None
+    if auto_labels and args.target_structure:
+        raise InputError("--target-structure needs --labels: without a segmentation give the "
+                         "target as --target X Y Z (LPS mm)")
+    if not auto_labels:
+        for value, what in ((args.labels_out, "--labels-out"),
+                            (args.lesion_radius, "--lesion-radius")):
+            if value is not None:
+                raise InputError(f"{what} only applies without --labels (automatic "
+                                 "segmentation); drop it or drop --labels")
+    if args.lesion_radius is not None and not args.lesion_radius > 0:
+        raise InputError(f"--lesion-radius must be > 0 mm; got {args.lesion_radius}")
+    for path, what in ((args.out, "--out"), (args.candidates_out, "--candidates-out"),
+                       (args.labels_out, "--labels-out")):
         if path is not None and not path.parent.exists():
             raise InputError(f"{what} {path}: folder {path.parent} does not exist")
     min_len: dict[str, float] = {}
@@ -93,17 +129,38 @@ def run(args: argparse.Namespace) -> int:
     progress = progress_printer(args)
     plan = Plan.load(args.plan) if args.plan is not None else Plan()
 
-    image = load_image(args.image, progress=subrange(progress, 0.0, 0.2))
-    labels = load_labels(args.labels, image=image, names=args.names,
-                         progress=subrange(progress, 0.2, 0.35))
+    auto_info: dict[str, Any] | None = None
+    if auto_labels:
+        image = load_image(args.image, progress=subrange(progress, 0.0, 0.1))
+        target = parse_point(args.target, "--target")
+        assert target is not None
+        labels, auto_info = auto_segment(image, target, lesion_radius_mm=args.lesion_radius,
+                                         progress=subrange(progress, 0.1, 0.5))
+        if args.labels_out is not None:
+            auto_info["labels_out"] = str(save_labels(labels, args.labels_out))
+        missing = sorted(set(min_len) - set(labels.names))
+        if missing:
+            raise InputError(
+                f"--min-organ-length {', '.join(missing)}: the automatic segmentation has no "
+                f"such structure (it has {', '.join(labels.names)}); supply --labels with "
+                "the organ, or drop the option")
+        engine_range = (0.5, 0.65)
+    else:
+        image = load_image(args.image, progress=subrange(progress, 0.0, 0.2))
+        labels = load_labels(args.labels, image=image, names=args.names,
+                             progress=subrange(progress, 0.2, 0.35))
+        engine_range = (0.35, 0.6)
     engine = PlanningEngine(image, labels, overrides=plan.structure_overrides, needle=needle,
-                            progress=subrange(progress, 0.35, 0.6))
+                            progress=subrange(progress, *engine_range))
     if args.target_structure:
         target = engine.structure_point(args.target_structure)
     else:
         target = parse_point(args.target, "--target")
     assert target is not None
     engine.check_target(target)
+    target_structure = args.target_structure or ""
+    if auto_info is not None and auto_info.get("lesion"):
+        target_structure = auto_info["lesion"]["name"]
     entry = parse_point(args.entry, "--entry")
     constraints = SearchConstraints(
         max_length_mm=needle.usable_length_mm, max_cc_angle_deg=args.max_cc_angle,
@@ -117,10 +174,11 @@ def run(args: argparse.Namespace) -> int:
         results.append(("manual", "manual", m))
     search_result = None
     if args.auto:
-        engine.precompute_search(progress=subrange(progress, 0.6, 0.8))
+        lo = engine_range[1]
+        engine.precompute_search(progress=subrange(progress, lo, lo + 0.5 * (1 - lo)))
         search_result = engine.search(target, constraints, top_k=args.top,
                                       weights=SearchWeights(),
-                                      progress=subrange(progress, 0.8, 1.0))
+                                      progress=subrange(progress, lo + 0.5 * (1 - lo), 1.0))
         if args.candidates_out is not None:
             search_result.write_csv(args.candidates_out)
         if not search_result.suggestions and entry is None:
@@ -128,11 +186,18 @@ def run(args: argparse.Namespace) -> int:
         for n, m in enumerate(search_result.suggestions, start=1):
             results.append((f"auto{n}", "auto", m))
 
+    if auto_info is not None:
+        for _, _, m in results:
+            apply_segmentation_limits(m, auto_info)
+
     def change(pl: Plan) -> None:
-        pl.case = CaseRef(image_path=str(args.image), labels_path=str(args.labels),
+        labels_path = (str(args.labels) if args.labels is not None
+                       else auto_info.get("labels_out", "") if auto_info else "")
+        pl.case = CaseRef(image_path=str(args.image), labels_path=labels_path,
                           series_uid=image.series_uid, study_uid=image.study_uid,
-                          patient_id=str(image.metadata.get("patient_id", "")))
-        pl.target_structure = args.target_structure or ""
+                          patient_id=str(image.metadata.get("patient_id", "")),
+                          description=pl.case.description if pl.case else "")
+        pl.target_structure = target_structure
         pl.target_lps = (float(target[0]), float(target[1]), float(target[2]))
         names = {t.name for t in pl.trajectories}
         for name, source, m in results:
@@ -143,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
             "needle": needle.to_dict(), "constraints": constraints.to_dict(),
             "weights": SearchWeights().to_dict(), "caution_band_mm": engine.caution_band_mm,
             "body_outline": engine.body_source,
+            "labels_source": ("automatic" if auto_info is not None else "file"),
+            "automatic_segmentation": auto_info,
             "structures": {s.name: {"category": s.category.value, "forbidden": s.forbidden,
                                     "margin_mm": s.margin_mm} for s in engine.structures},
             "search": ({"candidates": search_result.n_candidates,
@@ -161,11 +228,106 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({name: m.to_dict() for name, _, m in results}, indent=2))
     else:
         _print(results, target, search_result, engine)
+        if auto_info is not None:
+            for w in auto_info["warnings"]:
+                print(f"WARNING: {w}")
     if args.out is not None:
         print(f"plan written to {args.out}")
     if args.candidates_out is not None and search_result is not None:
         print(f"{search_result.n_candidates} candidates written to {args.candidates_out}")
     return 0
+
+
+def auto_segment(image: ImageVolume, target_lps: Any, *, lesion_radius_mm: float | None = None,
+                 progress: ProgressCallback | None = None,
+                 log: Any = None) -> tuple[LabelMap, dict[str, Any]]:
+    """Segment an image that came without labels, for planning to ``target_lps``.
+
+    Runs :func:`ir_planner.segmentation.auto.segment_for_planning` (body, bone, lung,
+    airway, bowel gas, contrast vessels), then grows the lesion from the target
+    point; when no lesion is found there, the plan aims at the point itself.
+
+    Parameters
+    ----------
+    image : ImageVolume
+        CT (or MR: body outline only).
+    target_lps : array_like, shape (3,)
+        Target point (LPS mm), also the lesion seed.
+    lesion_radius_mm : float, optional
+        Rough lesion radius (mm) for the lesion growth.
+    progress : ProgressCallback, optional
+    log : callable, optional
+        Receives each message line (default: print to stderr).
+
+    Returns
+    -------
+    labels : LabelMap
+        The generated structures (plus ``"lesion"`` when found), on the image grid.
+    info : dict
+        ``source`` ("automatic"), the segmentation report, ``lesion`` (or None),
+        ``lesion_error`` (why no lesion), ``vessels_avoided``, ``airway_avoided`` and
+        ``warnings`` (human-readable, the loudest first).
+    """
+    from ir_planner.segmentation.auto import segment_for_planning
+    from ir_planner.segmentation.lesion import segment_lesion
+
+    say = log if log is not None else (lambda m: print(m, file=sys.stderr, flush=True))
+    say(AUTO_SEGMENT_MESSAGE)
+    labels, seg_report = segment_for_planning(image, progress=progress)
+    lesion_info: dict[str, Any] | None = None
+    lesion_error = ""
+    try:
+        lesion = segment_lesion(image, target_lps, radius_mm=lesion_radius_mm)
+    except InputError as exc:
+        lesion_error = str(exc)
+    else:
+        name = "lesion" if "lesion" not in labels.names else "lesion_click"
+        labels = labels.with_structure(name, lesion.mask, category=Category.TARGET)
+        lesion_info = {"name": name, **lesion.to_dict()}
+    vessels = _VESSEL_STRUCTURE in labels.names and labels.voxel_count(_VESSEL_STRUCTURE) > 0
+    airway = _AIRWAY_STRUCTURE in labels.names and labels.voxel_count(_AIRWAY_STRUCTURE) > 0
+    warnings: list[str] = []
+    if not vessels:
+        warnings.append(
+            "VESSELS ARE NOT AVOIDED: the automatic segmentation found no contrast-enhanced "
+            "vessels (non-contrast CT or MR), so no path is checked against arteries or "
+            "veins. Check every path against the vessels yourself, or supply --labels with "
+            "the vessels segmented.")
+    warnings.append(
+        "labels were generated automatically (classic methods): coarser than a supplied "
+        "segmentation; organs (liver, kidney, ...), nerves and non-gas bowel are not segmented "
+        "and are not avoided. Review the structures (write them with --labels-out).")
+    if not airway:
+        warnings.append("airways were not segmented: not avoided")
+    warnings.extend(f"segmentation: {w}" for w in seg_report.get("warnings", []))
+    if lesion_info is None:
+        warnings.append(f"no lesion segmented at the target, planning to the point target "
+                        f"({lesion_error})")
+    else:
+        d = lesion_info["diameters_mm"]
+        say(f"lesion found at the target: {lesion_info['volume_ml']:.2f} ml, diameters "
+            f"{d[0]:.1f} × {d[1]:.1f} × {d[2]:.1f} mm; used as the target structure "
+            f"{lesion_info['name']!r}")
+    for w in warnings:
+        say(f"WARNING: {w}")
+    info = {"source": "automatic", "segmentation": seg_report, "lesion": lesion_info,
+            "lesion_error": lesion_error, "vessels_avoided": vessels,
+            "airway_avoided": airway, "warnings": warnings}
+    return labels, info
+
+
+def apply_segmentation_limits(metrics: TrajectoryMetrics, info: dict[str, Any]) -> None:
+    """Never call a path "safe" against structures that were not segmented.
+
+    With automatic labels that have no vessels, a "safe" verdict becomes "caution"
+    with the reason stated (in place).
+    """
+    if not info.get("vessels_avoided", True):
+        metrics.reasons = [*metrics.reasons,
+                           "vessels NOT segmented (automatic labels): vessel clearance "
+                           "not checked"]
+        if metrics.verdict == Verdict.SAFE:
+            metrics.verdict = Verdict.CAUTION
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -1,26 +1,85 @@
 """Needle devices: gauge → outer diameter, usable length.
 
-Outer diameters follow Stubs' (Birmingham) iron-wire gauge, the series that the
-nominal outside diameters of ISO 9626 (stainless-steel needle tubing) are based
-on; e.g. 18 G = 0.049 in = 1.245 mm, 17 G = 0.058 in = 1.473 mm. Clearances are
-measured from the needle *surface*: axis distance minus the outer radius.
+The outer diameter of each gauge is read from the device catalog's package data,
+``ir_planner/data/devices/biopsy_needles.json`` (the one gauge table of the
+project; the ablation catalog reads the same file): the **nominal outer diameter
+of regular-wall needle tubing** from the needle gauge comparison chart (the
+series ISO 9626 designates by gauge; the standard's own min/max limits were not
+available, see the file's ``references``), e.g. 17 G = 1.473 mm, 18 G = 1.270 mm,
+20 G = 0.9081 mm, 22 G = 0.7176 mm. These tubing values are at least as large as
+the Stubs' wire-gauge values used before (18 G 1.245 mm), i.e. conservative for
+clearance. Only the gauges in that file (13–22 G) are accepted: no uncited number.
+
+Clearances are measured from the needle *surface*: axis distance minus the outer
+radius.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from ir_planner.core.errors import InputError
 
-__all__ = ["GAUGE_OUTER_DIAMETER_MM", "Needle", "DEFAULT_NEEDLE"]
+__all__ = ["GAUGE_OUTER_DIAMETER_MM", "GAUGE_TABLE_SOURCE", "Needle", "DEFAULT_NEEDLE",
+           "load_gauge_table"]
 
-#: Gauge → nominal outer diameter (mm), Stubs' iron-wire gauge (inch values × 25.4).
-GAUGE_OUTER_DIAMETER_MM: dict[int, float] = {
-    10: 3.404, 11: 3.048, 12: 2.769, 13: 2.413, 14: 2.108, 15: 1.829, 16: 1.651,
-    17: 1.473, 18: 1.245, 19: 1.067, 20: 0.889, 21: 0.813, 22: 0.711, 23: 0.635,
-    24: 0.559, 25: 0.508, 26: 0.457, 27: 0.406,
-}
+_FILE = "biopsy_needles.json"
+
+
+def load_gauge_table() -> tuple[dict[int, float], str]:
+    """Gauge → nominal outer diameter (mm), read from the catalog's package data.
+
+    Returns
+    -------
+    table : dict of int to float
+        Gauge → outer diameter in mm, for every biopsy needle in
+        ``ir_planner/data/devices/biopsy_needles.json``.
+    source : str
+        The reference text cited for the diameters (the file's ``references``).
+
+    Raises
+    ------
+    InputError
+        If the package data file is missing or malformed (a broken installation),
+        or two entries give the same gauge different diameters.
+    """
+    try:
+        text = (resources.files("ir_planner") / "data" / "devices" / _FILE).read_text(
+            encoding="utf-8")
+        doc = json.loads(text)
+        devices = doc["devices"]
+        refs = doc.get("references", {})
+    except (OSError, ValueError, KeyError, TypeError, ModuleNotFoundError) as exc:
+        raise InputError(f"needle gauge table ir_planner/data/devices/{_FILE} cannot be read ({exc}); "
+                         "reinstall ir-planner") from exc
+    table: dict[int, float] = {}
+    cited: set[str] = set()
+    for dev in devices:
+        if dev.get("kind") != "biopsy" or dev.get("gauge") is None:
+            continue
+        gauge, od_mm = int(dev["gauge"]), float(dev["outer_diameter_mm"])
+        if gauge in table and table[gauge] != od_mm:
+            raise InputError(f"{_FILE}: gauge {gauge} G has two outer diameters "
+                             f"({table[gauge]} and {od_mm} mm)")
+        table[gauge] = od_mm
+        key = dev.get("cite", {}).get("outer_diameter_mm")
+        if key:
+            cited.add(str(key))
+    if not table:
+        raise InputError(f"ir_planner/data/devices/{_FILE} holds no biopsy needle gauge; reinstall ir-planner")
+    source = " | ".join(str(refs.get(k, k)) for k in sorted(cited))
+    return dict(sorted(table.items())), source
+
+
+#: Gauge → nominal outer diameter (mm): regular-wall needle tubing (gauge chart), read
+#: from ``ir_planner/data/devices/biopsy_needles.json``.
+GAUGE_OUTER_DIAMETER_MM: dict[int, float]
+#: The reference cited for :data:`GAUGE_OUTER_DIAMETER_MM`.
+GAUGE_TABLE_SOURCE: str
+GAUGE_OUTER_DIAMETER_MM, GAUGE_TABLE_SOURCE = load_gauge_table()
 
 
 @dataclass(frozen=True)
@@ -30,7 +89,7 @@ class Needle:
     Parameters
     ----------
     gauge : int
-        Needle gauge (10–27 G); sets the outer diameter.
+        Needle gauge (13–22 G, the gauges of the catalog); sets the outer diameter.
     usable_length_mm : float
         Length that can be inserted (from the hub to the tip), mm.
     name : str
@@ -44,7 +103,8 @@ class Needle:
     def __post_init__(self) -> None:
         if self.gauge not in GAUGE_OUTER_DIAMETER_MM:
             raise InputError(
-                f"needle gauge {self.gauge} G is not in the table; use one of "
+                f"needle gauge {self.gauge} G is not in the gauge table "
+                f"(ir_planner/data/devices/{_FILE}); use one of "
                 f"{min(GAUGE_OUTER_DIAMETER_MM)}–{max(GAUGE_OUTER_DIAMETER_MM)} G"
             )
         if not self.usable_length_mm > 0:
@@ -52,7 +112,7 @@ class Needle:
 
     @property
     def outer_diameter_mm(self) -> float:
-        """Nominal outer diameter in mm (Stubs' gauge)."""
+        """Nominal outer diameter in mm (regular-wall needle tubing, gauge chart)."""
         return GAUGE_OUTER_DIAMETER_MM[self.gauge]
 
     @property

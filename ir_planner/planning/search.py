@@ -33,8 +33,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.progress import ProgressCallback, report
-from ir_planner.planning.geometry import segment_box_distance
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
+from ir_planner.planning.tube import forbidden_map, tube_distances
 
 if TYPE_CHECKING:
     from ir_planner.planning.engine import PlanningEngine, _StructureData
@@ -43,11 +43,6 @@ __all__ = ["SearchConstraints", "SearchWeights", "SearchResult", "search", "REGI
 
 #: Sample step (mm) of the first, coarse pass over every candidate path.
 COARSE_STEP_MM = 3.0
-#: Whether to run the 8-corner bound pass before the k-d tree pass.
-USE_EIGHT_CORNERS = True
-#: Sample step (mm) of the k-d tree pass.
-KD_STEP_MM = 1.0
-
 #: Skin regions by outward-normal direction (LPS): excluded when normal·dir > cos 45°.
 REGIONS: dict[str, tuple[float, float, float]] = {
     "anterior": (0.0, -1.0, 0.0), "posterior": (0.0, 1.0, 0.0),
@@ -344,6 +339,19 @@ class _GlobalField:
             np.minimum(self.u_lo[roi], f.dist, out=self.u_lo[roi])
             np.minimum(self.u_hi[roi], f.dist + np.float32(f.extra), out=self.u_hi[roi])
         self.ncorner = ncorner
+        # Label value -> forbidden index per layer, and the "any forbidden" cell map,
+        # for the exact tube kernel.
+        labels = engine.labels
+        n_lut = max(int(layer.max()) for layer in labels.layers) + 1
+        self.luts = np.full((len(labels.layers), n_lut), -1, dtype=np.int16)
+        for n, d in enumerate(self.forb):
+            self.luts[d.struct.layer, d.struct.label] = n
+        self.fmap = forbidden_map(labels.layers, self.luts)
+        self.margins = np.array([d.struct.margin_mm for d in self.forb], dtype=float)
+        # Load (or compile, first time only) the kernel now rather than in the search.
+        tube_distances(np.zeros((1, 3)), np.ones(3), labels.layers, self.luts,
+                       engine.frame.spacing_mm, engine.frame.shape_ijk, 1.0,
+                       max(1, len(self.forb)), self.fmap)
         report(progress, 1.0, "distance maps done")
 
     def lookup(self, q: NDArray[np.float32], sp: NDArray[np.float64]
@@ -517,6 +525,8 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     capsule_t = np.zeros(n, dtype=np.float32)
     sp32 = sp.astype(np.float32)
     shape = np.asarray(frame.shape_ijk)
+    t_lo_s = np.zeros(n)
+    t_hi_s = np.ones(n)
 
     # Per layer: label value -> is forbidden, and -> index in ``forb``.
     forb_lut: list[NDArray[np.bool_] | None] = []
@@ -571,6 +581,16 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
                 arg_hi[idx] = np.where(upd, arg[rows, k_hi], arg_hi[idx])
             elif forb:
                 glo, ghi, ulo, uhi, arg = gf.lookup(q, sp)
+                if mode == "nearest":
+                    # Path parts whose guaranteed lower bound is below the radius (t = 0
+                    # at the target): only there can a cell decide infeasibility.
+                    low = (glo - half[:, None]) < radius
+                    anyl = low.any(axis=1)
+                    first = np.argmax(low, axis=1)
+                    last = n_s - 1 - np.argmax(low[:, ::-1], axis=1)
+                    ht = 1.0 / (n_s - 1)
+                    t_lo_s[idx] = np.where(anyl, first * ht - ht, 2.0)
+                    t_hi_s[idx] = np.where(anyl, last * ht + ht, -1.0)
                 new_lo = glo.min(axis=1) - half
                 g_lo[idx] = np.where(np.isfinite(g_lo[idx]), np.maximum(g_lo[idx], new_lo),
                                      new_lo)
@@ -609,88 +629,41 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     sample_pass(np.flatnonzero(amb), fine_step, "nearest")
     amb = feasible & ~(g_lo >= radius) & ~(g_hi < radius)
     n_amb1 = int(amb.sum())
-    if USE_EIGHT_CORNERS:
-        sample_pass(np.flatnonzero(amb), fine_step, "eight")
     ok_sure = g_lo >= radius
     bad_sure = g_hi < radius
     amb = feasible & ~ok_sure & ~bad_sure
-    n_refined = 0
-    bb_lo = np.zeros((len(forb), 3))
-    bb_hi = np.zeros((len(forb), 3))
-    margins = np.zeros(len(forb))
-    if forb:
-        bb_lo = np.array([d.bbox_lo for d in forb]) * sp - sp / 2
-        bb_hi = np.array([d.bbox_hi for d in forb]) * sp + sp / 2
-        margins = np.array([d.struct.margin_mm for d in forb])
+    margins = gf.margins
     amb_idx = np.flatnonzero(amb)
-    bd_amb = np.zeros((len(amb_idx), len(forb)))
-    if len(amb_idx) and forb:
-        bd_amb, _ = segment_box_distance(eq[amb_idx].astype(float)[:, None, :],
-                                         tq.astype(float)[None, None, :],
-                                         bb_lo[None, :, :], bb_hi[None, :, :])
-    # Pass 4, per structure and vectorised over the candidates that its bounding box
-    # leaves undecided: nearest boundary-cell centres of path samples (k-d tree).
-    # dist(p) <= centre distance d_c(p) <= dist(p) + r_cell; the cell distance is
-    # 1-Lipschitz, so per path: min d_c - r_cell - h/2 <= dist <= min d_c.
-    if len(amb_idx) and forb:
-        r_cell = frame.half_diagonal_mm
-        h4 = KD_STEP_MM
-        n4 = max(2, int(math.ceil(float(length[amb_idx].max()) / h4)) + 1)
-        tt4 = np.linspace(0.0, 1.0, n4)
-        lo4 = np.full(len(amb_idx), np.inf)
-        hi4 = np.full(len(amb_idx), np.inf)
-        # per (candidate, structure) lower bound of dist - margin (bbox bound by default)
-        lo_pair = bd_amb - margins[None, :]
-        arg4 = np.zeros(len(amb_idx), dtype=np.int64)
-        for k in range(len(forb)):
-            rows = np.flatnonzero(bd_amb[:, k] - margins[k] < radius)
-            if not len(rows):
-                continue
-            a_rows = eq[amb_idx[rows]].astype(float)
-            pts = tq.astype(float) + tt4[None, :, None] * (a_rows - tq)[:, None, :]
-            bound = margins[k] + radius + r_cell + h4
-            dc, _ = forb[k].tree.query(pts.reshape(-1, 3), distance_upper_bound=bound,
-                                       workers=2)
-            dmin = dc.reshape(len(rows), n4).min(axis=1)
-            step4 = length[amb_idx[rows]] / (n4 - 1)
-            lo_k = np.where(np.isfinite(dmin), dmin - r_cell - 0.5 * step4,
-                            bound - r_cell - 0.5 * step4) - margins[k]
-            hi_k = dmin - margins[k]
-            lo4[rows] = np.minimum(lo4[rows], lo_k)
-            lo_pair[rows, k] = np.maximum(lo_pair[rows, k], lo_k)
-            better = hi_k < hi4[rows]
-            arg4[rows[better]] = k
-            hi4[rows] = np.minimum(hi4[rows], hi_k)
-        decided_bad = hi4 < radius
-        decided_ok = lo4 >= radius
-        g_hi[amb_idx[decided_bad]] = hi4[decided_bad]
-        arg_hi[amb_idx[decided_bad]] = arg4[decided_bad]
-        bad_sure[amb_idx[decided_bad]] = True
-        g_lo[amb_idx[decided_ok]] = lo4[decided_ok]
-        keep = ~(decided_bad | decided_ok)
-        amb_idx, bd_amb, lo_pair = amb_idx[keep], bd_amb[keep], lo_pair[keep]
-    else:
-        lo_pair = bd_amb - margins[None, :]
-    n_amb4 = len(amb_idx)
-    for row, i in enumerate(amb_idx):
-        a_q = eq[i].astype(float)
-        b_q = tq.astype(float)
-        lo_row = lo_pair[row]
-        worst = np.inf
-        worst_k = 0
-        for k in np.argsort(lo_row):
-            if lo_row[k] >= min(worst, radius):
-                break  # the remaining structures cannot make it infeasible
-            dist_k, _ = engine._exact_q(forb[k], a_q, b_q,
-                                        cap=margins[k] + min(worst, radius))
-            n_refined += 1
-            if dist_k - margins[k] < worst:
-                worst, worst_k = dist_k - margins[k], int(k)
-            if worst < radius:
-                break  # infeasible: decided
-        g_lo[i] = g_hi[i] = worst
-        arg_hi[i] = worst_k
-        bad_sure[i] = worst < radius
+    n_tube = len(amb_idx)
+    t_tube = time.perf_counter()
+    # Exact pass (compiled tube kernel): every forbidden cell within max margin + radius
+    # of the path parts whose lower bound is below the radius gets its exact
+    # segment-to-cell distance; a structure's value below margin + radius is exact,
+    # otherwise the structure is at least that far (see ir_planner.planning.tube).
+    tube_dist = np.zeros((0, len(forb)), dtype=np.float32)
+    if n_tube and forb:
+        r_tube = float(margins.max()) + radius + 1e-3
+        tube_dist = tube_distances(
+            eq[amb_idx].astype(float), tq.astype(float), engine.labels.layers, gf.luts,
+            sp, frame.shape_ijk, r_tube, len(forb), gf.fmap,
+            t_range=(1.0 - t_hi_s[amb_idx], 1.0 - t_lo_s[amb_idx]))
+        val = tube_dist - margins[None, :].astype(np.float32)
+        k_min = np.argmin(val, axis=1)
+        g_exact = val[np.arange(n_tube), k_min]
+        bad_t = g_exact < radius
+        g_lo[amb_idx] = np.where(bad_t, g_exact, np.maximum(g_lo[amb_idx], radius))
+        g_hi[amb_idx] = np.where(bad_t, g_exact, g_hi[amb_idx])
+        arg_hi[amb_idx[bad_t]] = k_min[bad_t]
+        bad_sure[amb_idx] = bad_t
+        # Minimum clearance bounds: a structure's value below margin + radius is exact;
+        # otherwise the structure lies in [margin + radius, value].
+        thr = (margins + radius).astype(np.float32)[None, :]
+        exact_k = tube_dist < thr
+        lo_k = np.where(exact_k, tube_dist, thr)
+        u_lo[amb_idx] = np.maximum(u_lo[amb_idx], lo_k.min(axis=1))
+        u_hi[amb_idx] = np.minimum(u_hi[amb_idx], tube_dist.min(axis=1))
+    n_refined = n_tube
+    timings["exact_tube"] = time.perf_counter() - t_tube
     bad_any = feasible & bad_sure
     for i in np.flatnonzero(bad_any):
         reason[i] = f"near {forb[arg_hi[i]].struct.name}"
@@ -702,31 +675,47 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         reject(feasible & (got < need), f"< {need:g} mm through {organ_name}")
 
     # -- minimum clearance per candidate -------------------------------------------------------
-    is_exact = np.zeros(n, dtype=bool)
-    if forb and c.exact_clearance:
-        need = np.flatnonzero(feasible & (u_hi - u_lo > 0.5))
-        bd_all = np.zeros((0, len(forb)))
-        if len(need):
-            bd_all, _ = segment_box_distance(eq[need].astype(float)[:, None, :],
-                                             tq.astype(float)[None, None, :],
-                                             bb_lo[None, :, :], bb_hi[None, :, :])
-        for row, i in enumerate(need):
-            a_q = eq[i].astype(float)
-            b_q = tq.astype(float)
-            bd = bd_all[row]
-            best = float(u_hi[i])
-            for k in np.argsort(bd):
-                if bd[k] >= best:
-                    break
-                dist_k, _ = engine._exact_q(forb[k], a_q, b_q, cap=best)
-                n_refined += 1
-                best = min(best, dist_k)
-            u_lo[i] = u_hi[i] = best
-            is_exact[i] = True
+    # Accuracy contract: a reported clearance is at most 0.25 mm above and at most
+    # max(0.5 mm, half the largest spacing) below the truth. With truth in [u_lo, u_hi],
+    # x = min(u_lo + 0.25, u_hi) honours it iff u_hi − u_lo ≤ 0.25 + that tolerance.
+    # Wider bounds are refined exactly with the tube kernel (range u_hi: every cell
+    # closer than the current upper bound is visited) while the lower bound is below
+    # ``clearance_range`` (the score saturation + radius, or unlimited with
+    # ``exact_clearance``); beyond it only the guaranteed lower bound is known and the
+    # candidate is flagged ``min_clearance_exact = False``.
+    tol_below = max(0.5, 0.5 * float(sp.max()))
+    tol_above = 0.25
+    width_ok = tol_below + tol_above - 2e-3
+    clear_range = np.inf if c.exact_clearance else sat + radius
+    n_clear_refined = 0
+    t_ref = time.perf_counter()
+    if forb:
+        with np.errstate(invalid="ignore"):
+            refine = np.flatnonzero(~(u_hi - u_lo <= width_ok) & (u_lo < clear_range))
+        if len(refine):
+            # Range: nothing closer than u_hi − width_ok means the truth lies in
+            # [u_hi − width_ok, u_hi], inside the contract; anything closer is exact.
+            r_ref = np.minimum(u_hi[refine].astype(float) - width_ok, clear_range)
+            r_ref = np.where(np.isfinite(r_ref), r_ref, float(max_len) + 1.0) + 2e-3
+            # Only path parts whose guaranteed lower bound is below the range can hold
+            # a cell closer than it (fine samples, nearest lattice corner).
+            t_from, t_to = _low_t_range(gf, eq[refine], tq, length[refine], r_ref,
+                                        max(fine_step, 1.0), sp)
+            timings["clearance_t_range"] = time.perf_counter() - t_ref
+            dist_r = tube_distances(eq[refine].astype(float), tq.astype(float),
+                                    engine.labels.layers, gf.luts, sp, frame.shape_ijk,
+                                    r_ref, len(forb), gf.fmap, t_range=(t_from, t_to),
+                                    min_only=True)
+            dmin = dist_r.min(axis=1)
+            found = np.isfinite(dmin)
+            u_lo[refine] = np.where(found, dmin, np.maximum(u_lo[refine], r_ref - 1e-3))
+            u_hi[refine] = np.where(found, dmin, u_hi[refine])
+            n_clear_refined = len(refine)
+    timings["clearance_refine"] = time.perf_counter() - t_ref
     with np.errstate(invalid="ignore"):
-        is_exact |= u_hi - u_lo <= 0.5
-    # Contract: exact values are reported as such; otherwise the guaranteed lower bound.
-    min_clear = np.where(is_exact, 0.5 * (u_lo + u_hi), u_lo).astype(float) - radius
+        is_exact = (u_hi - u_lo <= width_ok) & np.isfinite(u_lo)
+    min_clear = np.where(is_exact, np.minimum(u_lo + tol_above, u_hi), u_lo).astype(float)
+    min_clear -= radius
     min_clear[~np.isfinite(u_lo)] = np.inf
     # The structure closest to violating its margin (smallest clearance − margin).
     closest = np.array([forb[k].struct.name if forb else "" for k in arg_hi], dtype=object)
@@ -788,8 +777,38 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         skin_index=np.flatnonzero(reach),
         stats={"candidates": n, "exact_refinements": n_refined,
                "forbidden_structures": len(forb), "ambiguous_coarse": n_amb0, "ambiguous_nearest_corner": n_amb1,
-               "ambiguous_after_8_corners": int(amb.sum()),
-               "ambiguous_after_kdtree": n_amb4})
+               "exact_tube_paths": n_tube,
+               "clearance_refined_paths": n_clear_refined})
+
+
+def _low_t_range(gf: _GlobalField, eq: NDArray[np.float32], tq: NDArray[np.float32],
+                 length: NDArray[np.float64], bound: NDArray[np.float64], step: float,
+                 sp: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per path entry→target, the parameter range (t = 0 at the entry, 1 at the target)
+    outside which the guaranteed lower bound of the distance to every forbidden cell is
+    ≥ ``bound``; (2, −1) when it is ≥ ``bound`` everywhere."""
+    n = len(eq)
+    t_from = np.full(n, 2.0)
+    t_to = np.full(n, -1.0)
+    if not n:
+        return t_from, t_to
+    n_s = max(2, int(math.ceil(float(length.max()) / step)) + 1)
+    tt = np.linspace(0.0, 1.0, n_s, dtype=np.float32)
+    ht = 1.0 / (n_s - 1)
+    chunk = max(1, 1_500_000 // n_s)
+    for start in range(0, n, chunk):
+        sl = slice(start, start + chunk)
+        q = tq + tt[None, :, None] * (eq[sl] - tq)[:, None, :]
+        half = (0.5 * length[sl] / (n_s - 1)).astype(np.float32)
+        _, _, ulo, _, _ = gf.lookup(q, sp)
+        low = (ulo - half[:, None]) < bound[sl, None]
+        anyl = low.any(axis=1)
+        first = np.argmax(low, axis=1)
+        last = n_s - 1 - np.argmax(low[:, ::-1], axis=1)
+        # sample t runs from the target (0) to the entry (1): flip
+        t_from[sl] = np.where(anyl, 1.0 - (last * ht + ht), 2.0)
+        t_to[sl] = np.where(anyl, 1.0 - (first * ht - ht), -1.0)
+    return t_from, t_to
 
 
 def _pareto(obj: NDArray[np.float32]) -> NDArray[np.bool_]:

@@ -1,23 +1,32 @@
 """Lesion from one click: seed point (LPS mm) → lesion mask, volume and diameters.
 
-Method (adapted to the local contrast, for hypo- and hyper-dense lesions):
+Method (adapted to the local contrast and noise, for hypo- and hyper-dense lesions):
 
 1. A cubic region of interest around the seed (half size ``3 × radius`` or 45 mm),
-   lightly smoothed (Gaussian, σ = 0.6 voxel, at least 0.5 mm).
-2. Lesion intensity: median of the smoothed image within ~2 mm of the seed.
-   Background intensity and noise: median and robust spread (MAD) of a shell
-   outside the current lesion estimate (first the shell 1.5–2.5 × radius, or
-   the outer part of the ROI when no radius is given).
-3. Region growing: the connected region containing the seed whose intensity is
-   on the lesion side of the half-way level ``(lesion + background) / 2`` (the
-   iso-contour that reproduces the true border of a symmetric blurred edge),
-   bounded on the far side so it cannot leak into air, fat or bone. Holes are
-   filled. Steps 2–3 are repeated twice with the background re-estimated in a
-   shell just outside the grown region.
-4. Checks: the contrast must exceed 3 × noise and 10 units; the region must not
-   touch the ROI border nor exceed the size a radius allows; the seed must not be
-   in air (< -500 HU) or bone (> 400 HU) on CT. Failing any raises
-   :class:`~ir_planner.core.errors.InputError` saying why.
+   lightly smoothed (Gaussian, 0.5 voxel, at least 0.5 mm).
+2. Size and intensities (no radius given): for growing ball radii, the contrast
+   between the ball around the seed and a shell outside it (ring medians); the lesion
+   border is the first radius where the contrast is significant (2.5 standard errors
+   from the local noise, counting correlated voxels; 3 for a ball of a few voxels) and
+   at a local peak, so tissue further out does not count. Lesion value: median inside
+   0.75 of that radius; background: median of the shell. With a radius, the shell is
+   1.5–2.5 × radius.
+3. Region growing on the lesion side of the level between lesion and background,
+   bounded on the far side (no leak into air, fat or bone); thin leaks cut by an
+   opening; growth beyond the allowed radius clipped around the seed (with a warning);
+   the background re-estimated twice in a shell just outside the grown region.
+4. Small lesions (equivalent radius < 6 mm or 2.5 voxels): the seed value understates
+   the contrast (partial volume, scanner blur); a Gaussian-blurred ball is fitted to the
+   raw intensities for the plateau contrast.
+5. Sub-voxel border: the region's box is smoothed (noise-adapted Gaussian), upsampled to
+   ~1 mm (linear), thresholded at the half level lowered for the border curvature (a
+   half-covered voxel of a curved border holds less than half the contrast), the seed's
+   component kept and holes filled, and brought back to the image grid by cell
+   coverage ≥ 50 %.
+6. Checks: the seed must not be in air (< -500 HU) or bone (> 400 HU) on CT; the
+   contrast must be significant (and ≥ 10 units); the region must not leak beyond the
+   allowed radius. Failing any raises :class:`~ir_planner.core.errors.InputError`
+   saying why.
 
 Diameters are those of the ellipsoid with the same second moments as the mask
 (principal axes): exact for ellipsoids, and robust to voxel staircasing.
@@ -36,7 +45,7 @@ from scipy import ndimage as ndi
 from ir_planner.core.errors import InputError
 from ir_planner.core.volume import ImageVolume
 
-_CURV = 0.5
+_CURV = 1.0
 _TINY = 3.0
 __all__ = ["LesionResult", "segment_lesion", "principal_diameters_mm"]
 
@@ -164,9 +173,18 @@ def segment_lesion(
     max_radius_mm : float
         Largest lesion radius (mm) accepted without ``radius_mm``.
     level : float
-        Border level as a fraction of the way from background to lesion intensity
-        (0.5 = half-way; slightly less compensates the inward shift of a blurred,
-        curved border).
+        Border level of the initial region growing, as a fraction of the way from
+        background to lesion intensity (the sub-voxel step sets the final border).
+    refine : bool
+        Run the small-lesion contrast fit and the sub-voxel border step (default);
+        ``False`` returns the initial region grown on the image grid.
+    smooth_vox : float, optional
+        Gaussian smoothing (voxels) of the sub-voxel step; default adapted to the noise.
+    edge_mm : float
+        Assumed scanner blur of an edge (Gaussian σ, mm), for the small-lesion fit.
+    small_lesion_vox, small_lesion_mm : float
+        A region whose equivalent radius is below ``max(small_lesion_vox × voxel,
+        small_lesion_mm)`` gets its plateau contrast from a blurred-ball fit.
 
     Returns
     -------
@@ -381,14 +399,6 @@ def segment_lesion(
     )
 
 
-def _ball_peak(radius_mm: float, sigma_mm: float) -> float:
-    """Centre value of a unit ball of radius ``radius_mm`` blurred by a Gaussian ``sigma_mm``."""
-    from scipy.special import erf
-
-    a = radius_mm / (np.sqrt(2.0) * max(sigma_mm, 1e-6))
-    return float(erf(a) - np.sqrt(2.0 / np.pi) * (radius_mm / sigma_mm) * np.exp(-a * a))
-
-
 def _blurred_ball(r_mm: NDArray[np.float64], radius_mm: float,
                   sigma_mm: float) -> NDArray[np.float64]:
     """Profile at distance ``r_mm`` from the centre of a unit ball blurred by a Gaussian."""
@@ -457,10 +467,11 @@ def _refine_subvoxel(
     allowed = _edt(~region[box], spacing_kji) <= allow_mm
     for ax in range(3):
         allowed = np.repeat(allowed, f[ax], axis=ax)
-    sigma_smooth_mm = smooth_vox * spacing_kji
-    sigma2 = edge_mm ** 2 + float(np.mean(sigma_smooth_mm ** 2)) + float(
-        np.mean(spacing_kji ** 2)) / 12.0
-    lvl = 0.5 - _CURV * np.sqrt(sigma2) / (np.sqrt(2 * np.pi) * max(r_eq, 1e-3))
+    # a voxel half covered by a curved border holds less than half the contrast (its
+    # cell average): lower the level by the cell's spread over the border curvature
+    # (measured on synthetic lesions: this term, not the edge blur, sets the bias)
+    sigma_cell = float(np.sqrt(np.mean(spacing_kji ** 2) / 12.0))
+    lvl = 0.5 - _CURV * sigma_cell / (np.sqrt(2 * np.pi) * max(r_eq, 1e-3))
     lvl = float(np.clip(lvl, 0.3, 0.5))
     thr = bg + lvl * (les - bg)
     if les < bg:
@@ -605,48 +616,6 @@ def _scale_search(
         r = (best + 1) * step
         width = max(2 * step, 0.5 * r)
         return None, r, (r + gap * step, r + gap * step + width)
-    return None
-
-
-def _first_outside_shell(
-    sm: NDArray[np.float32], dist: NDArray[Any], lesion_val: float, noise: float,
-    start_mm: float, stop_mm: float, step_mm: float,
-) -> tuple[NDArray[np.bool_], float] | None:
-    """The shell just outside the first radius where the median leaves the lesion level.
-
-    Medians of thin spherical shells around the seed are scanned outwards; the
-    first one differing from the lesion value by more than ``max(15, 2.5 × noise)``
-    (and the next ring agrees) marks the border; the returned shell spans from
-    there outwards by ``max(5 mm, half that radius)``; the radius is returned too.
-    """
-    step = max(step_mm, 0.5)
-    level = max(15.0, 2.5 * noise)
-    inside = (dist >= start_mm) & (dist < stop_mm + step)
-    rings = ((dist[inside] - start_mm) // step).astype(np.int64)
-    values = sm[inside]
-    n_rings = int(rings.max()) + 1 if rings.size else 0
-    if n_rings == 0:
-        return None
-    # medians of all rings at once: sort by (ring, value) and take each ring's middle
-    order = np.lexsort((values, rings))
-    rings_sorted, values_sorted = rings[order], values[order]
-    starts = np.searchsorted(rings_sorted, np.arange(n_rings), side="left")
-    stops = np.searchsorted(rings_sorted, np.arange(n_rings), side="right")
-    medians = np.full(n_rings, np.nan)
-    for n in range(n_rings):
-        if stops[n] - starts[n] >= 6:  # too few voxels give a noisy median
-            medians[n] = float(values_sorted[(starts[n] + stops[n] - 1) // 2])
-    dev = medians - lesion_val
-    for n in range(n_rings):
-        if not np.isfinite(dev[n]) or abs(dev[n]) < level:
-            continue
-        # the change must persist over the next ring too (not a noisy ring)
-        nxt = dev[n + 1] if n + 1 < n_rings else dev[n]
-        if np.isfinite(nxt) and (abs(nxt) < level or np.sign(nxt) != np.sign(dev[n])):
-            continue
-        r = start_mm + n * step
-        width = max(5.0, 0.5 * r)
-        return (dist >= r) & (dist <= r + width), r
     return None
 
 

@@ -110,3 +110,128 @@ def test_bad_input_subprocess_one_line(small_files) -> None:
                       "--needle-length", "5")
     assert proc.returncode == 2 and "no feasible path" in proc.stderr
     assert "length > needle" in proc.stderr and proc.stderr.strip().count("\n") == 0
+
+
+# -- no --labels: automatic segmentation first (issue 4) -----------------------------------
+FORBIDDEN_REAL = ("rib_", "vertebrae_", "hip_", "sacrum", "femur_", "lung", "colon")
+
+
+@pytest.fixture(scope="module")
+def real_masks(shared_data):
+    """The real CT's TotalSegmentator masks (read with load_labels) and a planning engine."""
+    from ir_planner.io.load import load_image
+    from ir_planner.io.segmentation import load_labels
+    from ir_planner.planning import PlanningEngine
+
+    root = shared_data / "totalseg-ct"
+    ct = load_image(root / "example_ct.nii.gz")
+    labels = load_labels(root / "masks", image=ct)
+    return labels, PlanningEngine(ct, labels)
+
+
+def test_plan_without_labels_real_ct(real_files, real_masks, tmp_path) -> None:
+    """Real CT, no segmentation given, target = a point deep in the real liver (a SYNTHETIC
+    lesion point: the scan has no tumour, so no lesion is found and the point is the target).
+    """
+    ct, _, centre, _ = real_files
+    labels, engine = real_masks
+    assert "liver" in engine.labels_at(centre)
+    out, lab_out = tmp_path / "plan.json", tmp_path / "auto.nii.gz"
+    proc = ir_planner("plan", str(ct), "--target", *[f"{v:.3f}" for v in centre], "--auto",
+                      "--top", "3", "--exclude-region", "posterior", "--out", str(out),
+                      "--labels-out", str(lab_out))
+    assert proc.returncode == 0, proc.stderr
+    assert "no --labels given: segmenting body, bone, lung, airway, bowel gas" in proc.stderr
+    # non-contrast CT: no vessels found -> the loud warning, on stderr and stdout
+    assert "WARNING: VESSELS ARE NOT AVOIDED" in proc.stderr
+    assert "WARNING: VESSELS ARE NOT AVOIDED" in proc.stdout
+    assert "planning to the point target" in proc.stderr
+    plan = Plan.load(out)
+    settings = plan.settings["planning"]
+    assert settings["labels_source"] == "automatic"
+    auto = settings["automatic_segmentation"]
+    assert auto["vessels_avoided"] is False and auto["lesion"] is None
+    assert auto["segmentation"]["contrast_enhanced"] is False
+    assert plan.case.labels_path == str(lab_out) and lab_out.is_file()
+    assert plan.target_structure == "" and plan.target_lps == pytest.approx(tuple(centre),
+                                                                           abs=1e-3)
+    assert {"body", "bone", "lung"} <= set(settings["structures"])
+    assert len(plan.trajectories) == 3
+    for t in plan.trajectories:
+        # never "safe" while vessels were not checked
+        assert t.metrics["verdict"] == "caution", t.metrics["reasons"]
+        assert any("vessels NOT segmented" in r for r in t.metrics["reasons"])
+        # checked against the REAL TotalSegmentator masks: no bone, lung or colon crossed,
+        # the needle surface touches none of them
+        m = engine.evaluate(t.entry_lps, t.target_lps, check_entry=False)
+        crossed = [c.name for c in m.crossings]
+        assert not [n for n in crossed if n.startswith(FORBIDDEN_REAL)], (t.name, crossed)
+        for name, c in m.clearances.items():
+            if name.startswith(FORBIDDEN_REAL):
+                assert c.clearance_mm > 0.0, (t.name, name, c.clearance_mm)
+        assert crossed[-1] == "liver"
+
+
+@pytest.fixture(scope="module")
+def sample_case(tmp_path_factory):
+    from ir_planner.sample.case import generate_sample_case
+
+    return generate_sample_case(tmp_path_factory.mktemp("sample") / "case")
+
+
+def test_plan_without_labels_sample_case(sample_case, tmp_path) -> None:
+    """Synthetic contrast CT: the lesion is grown from the target and becomes the target
+    structure; paths are checked against the phantom's ground-truth labels."""
+    from ir_planner.io.load import load_image
+    from ir_planner.io.segmentation import load_labels
+    from ir_planner.planning import PlanningEngine
+
+    truth = sample_case.read_manifest()["phantom"]["tumours"][0]
+    target = truth["centre_lps_mm"]
+    out = tmp_path / "plan.json"
+    proc = ir_planner("plan", str(sample_case.planning_dicom_dir), "--target",
+                      *[f"{v:.3f}" for v in target], "--auto", "--top", "3",
+                      "--exclude-region", "posterior", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "no --labels given" in proc.stderr and "lesion found at the target" in proc.stderr
+    assert "VESSELS ARE NOT AVOIDED" not in proc.stderr + proc.stdout
+    plan = Plan.load(out)
+    auto = plan.settings["planning"]["automatic_segmentation"]
+    assert plan.settings["planning"]["labels_source"] == "automatic"
+    assert plan.target_structure == "lesion" and auto["vessels_avoided"] is True
+    # the grown lesion matches the phantom's sphere (diameter 2 r within 3 mm)
+    for d in auto["lesion"]["diameters_mm"]:
+        assert d == pytest.approx(2 * truth["radius_mm"], abs=3.0)
+    assert plan.case.labels_path == ""
+    ct = load_image(sample_case.planning_dicom_dir)
+    engine = PlanningEngine(ct, load_labels(sample_case.planning_labels, image=ct))
+    assert plan.trajectories
+    for t in plan.trajectories:
+        assert t.metrics["verdict"] in ("safe", "caution")
+        assert t.metrics["crossed_structures"][-1]["name"] == "lesion"
+        m = engine.evaluate(t.entry_lps, t.target_lps, check_entry=False)
+        forbidden = [c.name for c in m.crossings if engine.structure(c.name).forbidden]
+        assert not forbidden, (t.name, forbidden)
+        assert m.min_forbidden_clearance()[1] > 0.0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--target-structure", "liver", "--auto"], "--target-structure needs --labels"),
+    (["--labels", "x.nii.gz", "--target", "0", "0", "0", "--auto", "--labels-out", "y.nii.gz"],
+     "--labels-out only applies without --labels"),
+    (["--target", "0", "0", "0", "--auto", "--lesion-radius", "-1"], "--lesion-radius"),
+])
+def test_auto_label_option_errors(small_files, capsys, extra, message) -> None:
+    img, _, _, _ = small_files
+    code = main(["-q", "plan", str(img), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_auto_labels_have_no_organs(real_files, capsys) -> None:
+    ct, _, centre, _ = real_files
+    code = main(["-q", "plan", str(ct), "--target", *[str(v) for v in centre], "--auto",
+                 "--min-organ-length", "liver", "10"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--min-organ-length liver: the automatic segmentation has no such structure" in err
