@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ir_planner import __version__
 from ir_planner.core.errors import IRPlannerError
@@ -47,9 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(f"ir_planner.cli.{name}") is None:
             continue  # command not part of this build
-        module = importlib.import_module(f"ir_planner.cli.{name}")
+        try:
+            module = importlib.import_module(f"ir_planner.cli.{name}")
+        except ImportError as exc:
+            # One command with a missing dependency must not take the others down.
+            _register_unavailable(sub, name, exc)
+            continue
         module.register(sub)
     return parser
+
+
+def _register_unavailable(sub: Any, name: str, exc: ImportError) -> None:
+    """Register ``name`` as a command that explains why it cannot run."""
+    reason = f"{type(exc).__name__}: {exc}"
+    parser = sub.add_parser(name, help=f"(unavailable: {reason})", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def unavailable(args: argparse.Namespace) -> int:
+        raise IRPlannerError(
+            f"this command cannot run because a dependency failed to import ({reason}); "
+            "reinstall IR Planner with its dependencies (bash scripts/setup_env.sh)"
+        )
+
+    parser.set_defaults(func=unavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
