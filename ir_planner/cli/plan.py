@@ -39,6 +39,15 @@ AUTO_SEGMENT_MESSAGE = ("no --labels given: segmenting body, bone, lung, airway,
 #: Structures the automatic segmentation may produce that a needle must avoid.
 _VESSEL_STRUCTURE = "vessels_contrast"
 _AIRWAY_STRUCTURE = "airway"
+#: Gas-filled structures of the automatic segmentation.
+_GAS_STRUCTURES = ("lung", "airway", "bowel_gas")
+#: Safety net: gas inside the body that no automatic structure claimed.
+UNCLASSIFIED_GAS = "gas_unclassified"
+#: CT value (HU) below which a voxel inside the body counts as gas (lung ≈ −850,
+#: bowel gas ≈ −1000; fat ≈ −100).
+GAS_THRESHOLD_HU = -400.0
+#: Margin (mm) kept from unclassified gas (that of lung and airway).
+UNCLASSIFIED_GAS_MARGIN_MM = 5.0
 
 __all__ = ["register", "run"]
 
@@ -51,7 +60,10 @@ def register(subparsers: Any) -> None:
         description="Plan straight needle paths on a segmented scan. Clearance = distance from "
         "the needle axis segment to a structure's voxel cells minus the needle's outer radius. "
         "Forbidden structures (vessels, bone, lung, airway, bowel, nerves by default) must be "
-        "cleared by their margins. Coordinates are DICOM patient LPS in mm.",
+        "cleared by their margins. Without --labels the scan is segmented automatically "
+        "first (body, bone, lung, airway, bowel gas, contrast vessels, the lesion at --target): "
+        "coarser than a supplied segmentation, and vessels are NOT avoided on a non-contrast "
+        "CT or MR. Coordinates are DICOM patient LPS in mm.",
     )
     p.add_argument("image", type=Path, help="image: DICOM folder/file or .nii.gz/.nrrd/.mha")
     p.add_argument("--labels", type=Path, default=None,
@@ -76,7 +88,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--needle-length", type=float, default=150.0, metavar="MM",
                    help="usable needle length in mm (default 150)")
     p.add_argument("--gauge", type=int, default=17, metavar="G",
-                   help="needle gauge (default 17 G; sets the outer radius)")
+                   help="needle gauge, 13-22 (default 17 G; sets the outer radius from the "
+                   "device catalog's tubing table)")
     p.add_argument("--max-cc-angle", type=float, default=None, metavar="DEG",
                    help="largest craniocaudal angle in degrees (0 = in-plane only)")
     p.add_argument("--exclude-region", action="append", default=[], choices=sorted(REGIONS),
@@ -107,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     if auto_labels and args.target_structure:
         raise InputError("--target-structure needs --labels: without a segmentation give the "
                          "target as --target X Y Z (LPS mm)")
+    if auto_labels and args.names is not None:
+        raise InputError("--names describes a --labels file; give --labels too, or drop --names")
     if not auto_labels:
         for value, what in ((args.labels_out, "--labels-out"),
                             (args.lesion_radius, "--lesion-radius")):
@@ -136,14 +151,14 @@ def run(args: argparse.Namespace) -> int:
         assert target is not None
         labels, auto_info = auto_segment(image, target, lesion_radius_mm=args.lesion_radius,
                                          progress=subrange(progress, 0.1, 0.5))
-        if args.labels_out is not None:
-            auto_info["labels_out"] = str(save_labels(labels, args.labels_out))
         missing = sorted(set(min_len) - set(labels.names))
         if missing:
             raise InputError(
                 f"--min-organ-length {', '.join(missing)}: the automatic segmentation has no "
                 f"such structure (it has {', '.join(labels.names)}); supply --labels with "
                 "the organ, or drop the option")
+        if args.labels_out is not None:
+            auto_info["labels_out"] = str(save_labels(labels, args.labels_out))
         engine_range = (0.5, 0.65)
     else:
         image = load_image(args.image, progress=subrange(progress, 0.0, 0.2))
@@ -284,6 +299,7 @@ def auto_segment(image: ImageVolume, target_lps: Any, *, lesion_radius_mm: float
         name = "lesion" if "lesion" not in labels.names else "lesion_click"
         labels = labels.with_structure(name, lesion.mask, category=Category.TARGET)
         lesion_info = {"name": name, **lesion.to_dict()}
+    labels, gas_ml, gas_parts = add_unclassified_gas(image, labels)
     vessels = _VESSEL_STRUCTURE in labels.names and labels.voxel_count(_VESSEL_STRUCTURE) > 0
     airway = _AIRWAY_STRUCTURE in labels.names and labels.voxel_count(_AIRWAY_STRUCTURE) > 0
     warnings: list[str] = []
@@ -300,6 +316,12 @@ def auto_segment(image: ImageVolume, target_lps: Any, *, lesion_radius_mm: float
     if not airway:
         warnings.append("airways were not segmented: not avoided")
     warnings.extend(f"segmentation: {w}" for w in seg_report.get("warnings", []))
+    if gas_parts:
+        warnings.append(
+            f"{gas_parts} gas pocket(s) inside the body ({gas_ml:.1f} ml, < "
+            f"{GAS_THRESHOLD_HU:.0f} HU) belong to no automatic structure (e.g. a lung tip or "
+            f"bowel loop the classic segmentation dropped): avoided as {UNCLASSIFIED_GAS!r} "
+            f"with a {UNCLASSIFIED_GAS_MARGIN_MM:.0f} mm margin")
     if lesion_info is None:
         warnings.append(f"no lesion segmented at the target, planning to the point target "
                         f"({lesion_error})")
@@ -311,9 +333,53 @@ def auto_segment(image: ImageVolume, target_lps: Any, *, lesion_radius_mm: float
     for w in warnings:
         say(f"WARNING: {w}")
     info = {"source": "automatic", "segmentation": seg_report, "lesion": lesion_info,
+            "unclassified_gas": {"components": gas_parts, "volume_ml": round(gas_ml, 3),
+                                 "threshold_hu": GAS_THRESHOLD_HU,
+                                 "margin_mm": UNCLASSIFIED_GAS_MARGIN_MM},
             "lesion_error": lesion_error, "vessels_avoided": vessels,
             "airway_avoided": airway, "warnings": warnings}
     return labels, info
+
+
+def add_unclassified_gas(image: ImageVolume, labels: LabelMap
+                         ) -> tuple[LabelMap, float, int]:
+    """Add gas inside the body that no automatic structure claimed, as forbidden.
+
+    A safety net behind the classic segmentation: voxels below
+    :data:`GAS_THRESHOLD_HU` inside the ``body`` structure that are neither in nor
+    next to (26-neighbourhood) ``lung``/``airway``/``bowel_gas`` (the next voxel is
+    those structures' partial-volume rim, already within their margins; leaving it
+    out keeps lung biopsies possible). They become structure :data:`UNCLASSIFIED_GAS`
+    (forbidden, margin :data:`UNCLASSIFIED_GAS_MARGIN_MM`). On MR (no HU scale)
+    nothing is added.
+
+    Returns
+    -------
+    labels : LabelMap
+    volume_ml : float
+        Volume added.
+    components : int
+        Number of gas pockets added.
+    """
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    if str(image.modality).upper() == "MR" or "body" not in labels.names:
+        return labels, 0.0, 0
+    body = labels.mask("body")
+    known = np.zeros(body.shape, dtype=bool)
+    for name in _GAS_STRUCTURES:
+        if name in labels.names:
+            known |= labels.mask(name)
+    cube = np.ones((3, 3, 3), dtype=bool)
+    near_known = ndi.binary_dilation(known, structure=cube) if known.any() else known
+    mask = body & (np.asarray(image.array) < GAS_THRESHOLD_HU) & ~near_known
+    if not mask.any():
+        return labels, 0.0, 0
+    parts = int(ndi.label(mask, structure=cube)[1])
+    out = labels.with_structure(UNCLASSIFIED_GAS, mask, category=Category.OTHER, forbidden=True,
+                                margin_mm=UNCLASSIFIED_GAS_MARGIN_MM)
+    return out, float(mask.sum() * image.voxel_volume_ml), parts
 
 
 def apply_segmentation_limits(metrics: TrajectoryMetrics, info: dict[str, Any]) -> None:

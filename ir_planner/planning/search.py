@@ -34,7 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.progress import ProgressCallback, report
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
-from ir_planner.planning.tube import forbidden_map, tube_distances
+from ir_planner.planning.tube import forbidden_maps, low_t_range, tube_distances
 
 if TYPE_CHECKING:
     from ir_planner.planning.engine import PlanningEngine, _StructureData
@@ -74,9 +74,11 @@ class SearchConstraints:
     min_separation_deg : float
         Minimum angle between the directions of two suggestions (diversity).
     exact_clearance : bool
-        Compute every candidate's minimum clearance exactly (slower). Otherwise a
-        candidate's clearance is exact only where the bounds needed refinement, and
-        otherwise the guaranteed lower bound (feasibility is exact either way).
+        Report every candidate's minimum clearance within the accuracy contract
+        (slower). Otherwise it is within the contract wherever it is below the score's
+        clearance saturation + needle radius (≈ 10.6 mm) and flagged
+        ``min_clearance_exact``; farther candidates get the guaranteed lower bound
+        (≥ that range). Feasibility is exact either way.
     """
 
     max_length_mm: float | None = None
@@ -148,6 +150,9 @@ class SearchResult:
     timings_s: dict[str, float]
     stats: dict[str, int]
     skin_index: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Guaranteed lower bound (mm) of each candidate's minimum clearance.
+    min_clearance_lower_bound_mm: NDArray[np.float64] = field(
+        default_factory=lambda: np.zeros(0))
 
     def skin_risk(self) -> NDArray[np.float64]:
         """Risk per point of :meth:`PlanningEngine.skin_points` (n_skin_points,), for
@@ -178,7 +183,13 @@ class SearchResult:
 
     def write_csv(self, path: str | os.PathLike[str]) -> Path:
         """One row per evaluated candidate (x, y, z LPS mm, feasible, clearance, length,
-        score, ...), written atomically."""
+        score, ...), written atomically.
+
+        ``min_clearance_mm`` honours the accuracy contract (≤ 0.25 mm above, ≤ max(0.5
+        mm, half the largest spacing) below the truth) and is empty where only a lower
+        bound is known (candidates farther than the search's clearance range from
+        every forbidden structure); ``min_clearance_lower_bound_mm`` is a guaranteed
+        lower bound on every row."""
         out = Path(path)
         if not out.parent.exists():
             raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
@@ -187,13 +198,19 @@ class SearchResult:
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
                 w.writerow(["x_lps_mm", "y_lps_mm", "z_lps_mm", "feasible", "min_clearance_mm",
-                            "min_clearance_exact", "critical_structure", "length_mm", "score",
+                            "min_clearance_exact", "min_clearance_lower_bound_mm",
+                            "critical_structure", "length_mm", "score",
                             "risk", "pareto", "rejected_by"])
                 for n in range(self.n_candidates):
                     p = self.entries_lps[n]
+                    # min_clearance_mm only where it honours the accuracy contract;
+                    # elsewhere (far from every forbidden structure) the lower bound.
+                    ok = bool(self.min_clearance_exact[n])
                     w.writerow([f"{p[0]:.2f}", f"{p[1]:.2f}", f"{p[2]:.2f}",
-                                int(self.feasible[n]), _num(self.min_clearance_mm[n]),
-                                int(self.min_clearance_exact[n]), self.critical_structure[n],
+                                int(self.feasible[n]),
+                                _num(self.min_clearance_mm[n]) if ok else "", int(ok),
+                                _num(self.min_clearance_lower_bound_mm[n]),
+                                self.critical_structure[n],
                                 f"{self.length_mm[n]:.2f}", _num(self.score[n], 4),
                                 f"{self.risk[n]:.4f}", int(self.pareto[n]), self.reason[n]])
             os.replace(tmp, out)
@@ -346,12 +363,14 @@ class _GlobalField:
         self.luts = np.full((len(labels.layers), n_lut), -1, dtype=np.int16)
         for n, d in enumerate(self.forb):
             self.luts[d.struct.layer, d.struct.label] = n
-        self.fmap = forbidden_map(labels.layers, self.luts)
+        self.fmap, self.bmap = forbidden_maps(labels.layers, self.luts)
         self.margins = np.array([d.struct.margin_mm for d in self.forb], dtype=float)
         # Load (or compile, first time only) the kernel now rather than in the search.
         tube_distances(np.zeros((1, 3)), np.ones(3), labels.layers, self.luts,
                        engine.frame.spacing_mm, engine.frame.shape_ijk, 1.0,
-                       max(1, len(self.forb)), self.fmap)
+                       max(1, len(self.forb)), self.fmap, bmap=self.bmap)
+        low_t_range(np.zeros((1, 3)), np.ones(3), np.ones(1), 1.0, self.u_lo,
+                    self.block.astype(float), engine.frame.spacing_mm.astype(float))
         report(progress, 1.0, "distance maps done")
 
     def lookup(self, q: NDArray[np.float32], sp: NDArray[np.float64]
@@ -646,7 +665,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         tube_dist = tube_distances(
             eq[amb_idx].astype(float), tq.astype(float), engine.labels.layers, gf.luts,
             sp, frame.shape_ijk, r_tube, len(forb), gf.fmap,
-            t_range=(1.0 - t_hi_s[amb_idx], 1.0 - t_lo_s[amb_idx]))
+            t_range=(1.0 - t_hi_s[amb_idx], 1.0 - t_lo_s[amb_idx]), bmap=gf.bmap)
         val = tube_dist - margins[None, :].astype(np.float32)
         k_min = np.argmin(val, axis=1)
         g_exact = val[np.arange(n_tube), k_min]
@@ -699,13 +718,14 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
             r_ref = np.where(np.isfinite(r_ref), r_ref, float(max_len) + 1.0) + 2e-3
             # Only path parts whose guaranteed lower bound is below the range can hold
             # a cell closer than it (fine samples, nearest lattice corner).
-            t_from, t_to = _low_t_range(gf, eq[refine], tq, length[refine], r_ref,
-                                        max(fine_step, 1.0), sp)
+            t_from, t_to = low_t_range(eq[refine].astype(float), tq.astype(float), r_ref,
+                                       max(fine_step, 1.0), gf.u_lo,
+                                       gf.block.astype(float), sp.astype(float))
             timings["clearance_t_range"] = time.perf_counter() - t_ref
             dist_r = tube_distances(eq[refine].astype(float), tq.astype(float),
                                     engine.labels.layers, gf.luts, sp, frame.shape_ijk,
                                     r_ref, len(forb), gf.fmap, t_range=(t_from, t_to),
-                                    min_only=True)
+                                    min_only=True, bmap=gf.bmap)
             dmin = dist_r.min(axis=1)
             found = np.isfinite(dmin)
             u_lo[refine] = np.where(found, dmin, np.maximum(u_lo[refine], r_ref - 1e-3))
@@ -717,6 +737,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     min_clear = np.where(is_exact, np.minimum(u_lo + tol_above, u_hi), u_lo).astype(float)
     min_clear -= radius
     min_clear[~np.isfinite(u_lo)] = np.inf
+    clear_lb = np.where(np.isfinite(u_lo), u_lo.astype(float) - radius, np.nan)
     # The structure closest to violating its margin (smallest clearance − margin).
     closest = np.array([forb[k].struct.name if forb else "" for k in arg_hi], dtype=object)
     timings["feasibility"] = time.perf_counter() - t2
@@ -774,41 +795,11 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         critical_structure=closest, craniocaudal_angle_deg=cc, capsule_angle_deg=capsule,
         score=score, risk=risk, pareto=pareto, suggestions=suggestions, rejected=rejected,
         n_skin_points=n_skin, constraints=c, weights=w, timings_s=timings,
-        skin_index=np.flatnonzero(reach),
+        skin_index=np.flatnonzero(reach), min_clearance_lower_bound_mm=clear_lb,
         stats={"candidates": n, "exact_refinements": n_refined,
                "forbidden_structures": len(forb), "ambiguous_coarse": n_amb0, "ambiguous_nearest_corner": n_amb1,
                "exact_tube_paths": n_tube,
                "clearance_refined_paths": n_clear_refined})
-
-
-def _low_t_range(gf: _GlobalField, eq: NDArray[np.float32], tq: NDArray[np.float32],
-                 length: NDArray[np.float64], bound: NDArray[np.float64], step: float,
-                 sp: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per path entry→target, the parameter range (t = 0 at the entry, 1 at the target)
-    outside which the guaranteed lower bound of the distance to every forbidden cell is
-    ≥ ``bound``; (2, −1) when it is ≥ ``bound`` everywhere."""
-    n = len(eq)
-    t_from = np.full(n, 2.0)
-    t_to = np.full(n, -1.0)
-    if not n:
-        return t_from, t_to
-    n_s = max(2, int(math.ceil(float(length.max()) / step)) + 1)
-    tt = np.linspace(0.0, 1.0, n_s, dtype=np.float32)
-    ht = 1.0 / (n_s - 1)
-    chunk = max(1, 1_500_000 // n_s)
-    for start in range(0, n, chunk):
-        sl = slice(start, start + chunk)
-        q = tq + tt[None, :, None] * (eq[sl] - tq)[:, None, :]
-        half = (0.5 * length[sl] / (n_s - 1)).astype(np.float32)
-        _, _, ulo, _, _ = gf.lookup(q, sp)
-        low = (ulo - half[:, None]) < bound[sl, None]
-        anyl = low.any(axis=1)
-        first = np.argmax(low, axis=1)
-        last = n_s - 1 - np.argmax(low[:, ::-1], axis=1)
-        # sample t runs from the target (0) to the entry (1): flip
-        t_from[sl] = np.where(anyl, 1.0 - (last * ht + ht), 2.0)
-        t_to[sl] = np.where(anyl, 1.0 - (first * ht - ht), -1.0)
-    return t_from, t_to
 
 
 def _pareto(obj: NDArray[np.float32]) -> NDArray[np.bool_]:

@@ -24,18 +24,58 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-__all__ = ["tube_distances", "seg_box_dist", "forbidden_map"]
+__all__ = ["tube_distances", "seg_box_dist", "forbidden_map", "forbidden_maps", "block_map",
+           "low_t_range"]
+
+
+#: log2 of the block size of the block occupancy map.
+_B = 2
+
+
+def block_map(fmap: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Occupancy of blocks of 4×4×4 cells of ``fmap`` (1 = some cell set)."""
+    b = 1 << _B
+    nk, nj, ni = fmap.shape
+    pad = np.zeros((-(-nk // b) * b, -(-nj // b) * b, -(-ni // b) * b), dtype=np.uint8)
+    pad[:nk, :nj, :ni] = fmap
+    out = pad.reshape(pad.shape[0] // b, b, pad.shape[1] // b, b, pad.shape[2] // b, b)
+    return np.ascontiguousarray(out.max(axis=(1, 3, 5)))
 
 
 def forbidden_map(layers: list[NDArray[np.integer]], luts: NDArray[np.int16]
                   ) -> NDArray[np.uint8]:
     """uint8 map (k, j, i): 1 where some layer's label maps to a structure in ``luts``."""
-    out = np.zeros(layers[0].shape, dtype=np.uint8)
-    for li, layer in enumerate(layers):
-        lut = np.zeros(max(int(layer.max()) + 1, luts.shape[1]), dtype=np.uint8)
-        lut[:luts.shape[1]] = luts[li] >= 0
-        out |= lut[layer]
-    return out
+    return forbidden_maps(layers, luts)[0]
+
+
+def forbidden_maps(layers: list[NDArray[np.integer]], luts: NDArray[np.int16]
+                   ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """:func:`forbidden_map` and its :func:`block_map`, computed together (parallel)."""
+    dtype = np.result_type(*[lay.dtype for lay in layers])
+    lay = tuple(np.ascontiguousarray(x, dtype=dtype) for x in layers)
+    return _maps_kernel(lay, np.ascontiguousarray(luts, dtype=np.int16))
+
+
+@njit(cache=True, parallel=True)
+def _maps_kernel(layers: tuple, luts: NDArray[np.int16]
+                 ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    nk, nj, ni = layers[0].shape
+    b = 1 << _B
+    fmap = np.zeros((nk, nj, ni), dtype=np.uint8)
+    bmap = np.zeros(((nk + b - 1) >> _B, (nj + b - 1) >> _B, (ni + b - 1) >> _B),
+                    dtype=np.uint8)
+    n_lut = luts.shape[1]
+    for kb in prange(bmap.shape[0]):
+        for k in range(kb * b, min(nk, kb * b + b)):
+            for j in range(nj):
+                for i in range(ni):
+                    for li in range(luts.shape[0]):
+                        lab = layers[li][k, j, i]
+                        if lab != 0 and lab < n_lut and luts[li, lab] >= 0:
+                            fmap[k, j, i] = 1
+                            bmap[kb, j >> _B, i >> _B] = 1
+                            break
+    return fmap, bmap
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -103,7 +143,7 @@ def seg_box_dist(a: NDArray[np.float64], d: NDArray[np.float64], lo: NDArray[np.
 
 @njit(cache=True, parallel=True)
 def _tube_kernel(a_q: NDArray[np.float64], b_q: NDArray[np.float64], fmap: NDArray[np.uint8],
-                 layers: tuple,
+                 bmap: NDArray[np.uint8], layers: tuple,
                  luts: NDArray[np.int16], sp: NDArray[np.float64], shape_ijk: NDArray[np.int64],
                  range_c: NDArray[np.float64], t_from: NDArray[np.float64],
                  t_to: NDArray[np.float64], n_struct: int, min_only: bool
@@ -156,18 +196,38 @@ def _tube_kernel(a_q: NDArray[np.float64], b_q: NDArray[np.float64], fmap: NDArr
             p1 = a[o1] + t1 * d[o1]
             i1_lo = max(0, int(math.ceil((min(p0, p1) - range_mm) / sp[o1] - 0.5)))
             i1_hi = min(shape_ijk[o1] - 1, int(math.floor((max(p0, p1) + range_mm) / sp[o1] + 0.5)))
-            p0 = a[o2] + t0 * d[o2]
-            p1 = a[o2] + t1 * d[o2]
-            i2_lo = max(0, int(math.ceil((min(p0, p1) - range_mm) / sp[o2] - 0.5)))
-            i2_hi = min(shape_ijk[o2] - 1, int(math.floor((max(p0, p1) + range_mm) / sp[o2] + 0.5)))
             idx[m] = nm
             for n1 in range(i1_lo, i1_hi + 1):
                 idx[o1] = n1
-                for n2 in range(i2_lo, i2_hi + 1):
+                # Narrow the parameter range to the segment points within the range of
+                # this row along o1 as well, then bound the row along o2.
+                u0 = t0
+                u1 = t1
+                if d[o1] != 0.0:
+                    v0 = ((n1 - 0.5) * sp[o1] - range_mm - a[o1]) / d[o1]
+                    v1 = ((n1 + 0.5) * sp[o1] + range_mm - a[o1]) / d[o1]
+                    if v0 > v1:
+                        v0, v1 = v1, v0
+                    u0 = max(u0, v0)
+                    u1 = min(u1, v1)
+                    if u0 > u1:
+                        continue
+                p0 = a[o2] + u0 * d[o2]
+                p1 = a[o2] + u1 * d[o2]
+                i2_lo = max(0, int(math.ceil((min(p0, p1) - range_mm) / sp[o2] - 0.5)))
+                i2_hi = min(shape_ijk[o2] - 1,
+                            int(math.floor((max(p0, p1) + range_mm) / sp[o2] + 0.5)))
+                n2 = i2_lo
+                while n2 <= i2_hi:
                     idx[o2] = n2
                     i = idx[0]
                     j = idx[1]
                     k = idx[2]
+                    if bmap[k >> _B, j >> _B, i >> _B] == 0:
+                        # empty block: jump to the next block along o2
+                        n2 = ((n2 >> _B) + 1) << _B
+                        continue
+                    n2 += 1
                     if fmap[k, j, i] == 0:
                         continue
                     for li in range(n_layers):
@@ -212,7 +272,8 @@ def tube_distances(a_q: NDArray[np.float64], b_q: NDArray[np.float64],
                    range_mm: float | NDArray[np.float64], n_struct: int,
                    fmap: NDArray[np.uint8] | None = None,
                    t_range: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
-                   min_only: bool = False) -> NDArray[np.float32]:
+                   min_only: bool = False, bmap: NDArray[np.uint8] | None = None
+                   ) -> NDArray[np.float32]:
     """Exact distances (mm) from segments ``a_q[n] → b_q`` to structures, within a range.
 
     Parameters
@@ -243,6 +304,8 @@ def tube_distances(a_q: NDArray[np.float64], b_q: NDArray[np.float64],
         Only the minimum over the structures is wanted: a structure's value is then
         exact only where it is that minimum (others may be larger upper bounds, still
         ``inf`` when ≥ the range); faster.
+    bmap : ndarray uint8, optional
+        :func:`block_map` of ``fmap`` (built when not given).
 
     Returns
     -------
@@ -256,6 +319,8 @@ def tube_distances(a_q: NDArray[np.float64], b_q: NDArray[np.float64],
     lay = tuple(np.ascontiguousarray(x, dtype=dtype) for x in layers)
     if fmap is None:
         fmap = forbidden_map(layers, luts)
+    if bmap is None:
+        bmap = block_map(fmap)
     n = len(a_q)
     rng = np.broadcast_to(np.asarray(range_mm, dtype=np.float64), (n,)).copy()
     if t_range is None:
@@ -263,7 +328,57 @@ def tube_distances(a_q: NDArray[np.float64], b_q: NDArray[np.float64],
     else:
         t0 = np.clip(np.asarray(t_range[0], dtype=np.float64), 0.0, 1.0)
         t1 = np.clip(np.asarray(t_range[1], dtype=np.float64), 0.0, 1.0)
-    return _tube_kernel(a_q, b_q, fmap, lay, np.ascontiguousarray(luts, dtype=np.int16),
+    return _tube_kernel(a_q, b_q, fmap, bmap, lay, np.ascontiguousarray(luts, dtype=np.int16),
                         np.asarray(spacing_mm, dtype=np.float64),
                         np.asarray(shape_ijk, dtype=np.int64), rng, t0, t1, int(n_struct),
                         bool(min_only))
+
+
+@njit(cache=True, parallel=True)
+def low_t_range(a_q: NDArray[np.float64], b_q: NDArray[np.float64],
+                bound: NDArray[np.float64], step_mm: float, field_lo: NDArray[np.float32],
+                block: NDArray[np.float64], sp: NDArray[np.float64]
+                ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per segment a_q[n] → b_q (t = 0 at a, 1 at b): the parameter range outside
+    which a guaranteed lower bound of the distance is ≥ ``bound[n]``.
+
+    ``field_lo`` is a lower bound of the distance at the corners ``m`` of a lattice of
+    blocks (corner m at scaled-index position ``(m·block − ½)·sp``); a point p with
+    corner v gets ``field_lo(v) − |p − v|`` (1-Lipschitz), and samples at step h cover
+    ±h/2. Returns (t_from, t_to); (2, −1) where the bound holds everywhere.
+    """
+    n = a_q.shape[0]
+    t_from = np.full(n, 2.0)
+    t_to = np.full(n, -1.0)
+    nk, nj, ni = field_lo.shape
+    top = (ni - 1, nj - 1, nk - 1)
+    for c in prange(n):
+        dx = b_q[0] - a_q[c, 0]
+        dy = b_q[1] - a_q[c, 1]
+        dz = b_q[2] - a_q[c, 2]
+        length = math.sqrt(dx * dx + dy * dy + dz * dz)
+        ns = max(2, int(math.ceil(length / step_mm)) + 1)
+        ht = 1.0 / (ns - 1)
+        half = 0.5 * length * ht
+        lo_t = 2.0
+        hi_t = -1.0
+        for s in range(ns):
+            t = s * ht
+            px = a_q[c, 0] + t * dx
+            py = a_q[c, 1] + t * dy
+            pz = a_q[c, 2] + t * dz
+            mi = min(max(int(math.floor((px / sp[0] + 0.5) / block[0] + 0.5)), 0), top[0])
+            mj = min(max(int(math.floor((py / sp[1] + 0.5) / block[1] + 0.5)), 0), top[1])
+            mk = min(max(int(math.floor((pz / sp[2] + 0.5) / block[2] + 0.5)), 0), top[2])
+            vx = (mi * block[0] - 0.5) * sp[0] - px
+            vy = (mj * block[1] - 0.5) * sp[1] - py
+            vz = (mk * block[2] - 0.5) * sp[2] - pz
+            lb = field_lo[mk, mj, mi] - math.sqrt(vx * vx + vy * vy + vz * vz) - half - 1e-3
+            if lb < bound[c]:
+                if t < lo_t:
+                    lo_t = t
+                hi_t = t
+        if hi_t >= 0.0:
+            t_from[c] = lo_t - ht
+            t_to[c] = hi_t + ht
+    return t_from, t_to

@@ -114,8 +114,7 @@ def test_demo_plan_has_safe_paths_and_ablation(demo_run) -> None:  # type: ignor
     # ablation
     assert plan.ablations
     a = plan.ablations[0]
-    assert a.device_id == "neuwave-pr" and a.trajectory == plan.trajectories[0].name
-    assert plan.trajectory(a.trajectory).metrics["verdict"] == "safe"
+    assert a.device_id == "neuwave-pr" and a.trajectory == safe[0].name  # best safe path
     for key in ("coverage_pct", "min_margin_mm", "shell_coverage_pct", "goal_met"):
         assert key in a.metrics, key
     assert 0.0 <= a.metrics["coverage_pct"] <= 100.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import subprocess
 
 import numpy as np
@@ -170,6 +171,39 @@ def test_plan_without_labels_real_ct(real_files, real_masks, tmp_path) -> None:
             if name.startswith(FORBIDDEN_REAL):
                 assert c.clearance_mm > 0.0, (t.name, name, c.clearance_mm)
         assert crossed[-1] == "liver"
+
+
+def test_unclassified_gas_safety_net() -> None:
+    """Gas in the body that no automatic structure claimed becomes forbidden (5 mm), except
+    the voxel rim next to lung/bowel gas; outside the body and on MR nothing is added."""
+    from ir_planner.cli.plan import UNCLASSIFIED_GAS, add_unclassified_gas
+    from ir_planner.core.labels import LabelMap
+    from tests.planning.synthetic import make_grid
+
+    grid = make_grid((30, 30, 10), (2.0, 2.0, 3.0))
+    hu = np.full(grid.shape, -1000.0, dtype=np.float32)
+    body = np.zeros(grid.shape, dtype=bool)
+    body[:, 2:28, 2:28] = True
+    hu[body] = 40.0
+    lung = np.zeros(grid.shape, dtype=bool)
+    lung[2:8, 5:12, 5:12] = True
+    hu[lung] = -850.0
+    hu[2:8, 5:12, 12] = -600.0  # partial-volume rim next to the lung: not added
+    hu[4:6, 20:23, 20:23] = -950.0  # a dropped gas pocket, 18 voxels: added
+    hu[5, 25, 5] = -700.0  # a single gas voxel: added
+    img = grid.with_array(hu)
+    labels = LabelMap.from_masks([("body", body), ("lung", lung)], img)
+    out, volume_ml, parts = add_unclassified_gas(img, labels)
+    mask = out.mask(UNCLASSIFIED_GAS)
+    expected = np.zeros(grid.shape, dtype=bool)
+    expected[4:6, 20:23, 20:23] = True
+    expected[5, 25, 5] = True
+    assert np.array_equal(mask, expected)
+    assert parts == 2 and volume_ml == pytest.approx(19 * 2 * 2 * 3 / 1000.0)
+    s = next(x for x in out.structures if x.name == UNCLASSIFIED_GAS)
+    assert s.forbidden and s.margin_mm == 5.0
+    mr = dataclasses.replace(img, modality="MR")
+    assert add_unclassified_gas(mr, labels)[2] == 0
 
 
 @pytest.fixture(scope="module")
