@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from ir_planner.cli.common import parse_point, print_table, progress_printer
-from ir_planner.core.catalog import Category
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.labels import LabelMap
 from ir_planner.core.plan import CaseRef, Plan
@@ -32,22 +31,16 @@ from ir_planner.planning.devices import Needle
 from ir_planner.planning.engine import PlanningEngine
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
 from ir_planner.planning.search import REGIONS, SearchConstraints, SearchWeights
+from ir_planner.segmentation.auto import (
+    GAS_THRESHOLD_HU,
+    UNCLASSIFIED_GAS,
+    UNCLASSIFIED_GAS_MARGIN_MM,
+    segment_for_planning,
+)
 
 #: Printed on stderr before the automatic segmentation runs.
 AUTO_SEGMENT_MESSAGE = ("no --labels given: segmenting body, bone, lung, airway, bowel gas, "
                         "contrast vessels automatically...")
-#: Structures the automatic segmentation may produce that a needle must avoid.
-_VESSEL_STRUCTURE = "vessels_contrast"
-_AIRWAY_STRUCTURE = "airway"
-#: Gas-filled structures of the automatic segmentation.
-_GAS_STRUCTURES = ("lung", "airway", "bowel_gas")
-#: Safety net: gas inside the body that no automatic structure claimed.
-UNCLASSIFIED_GAS = "gas_unclassified"
-#: CT value (HU) below which a voxel inside the body counts as gas (lung ≈ −850,
-#: bowel gas ≈ −1000; fat ≈ −100).
-GAS_THRESHOLD_HU = -400.0
-#: Margin (mm) kept from unclassified gas (that of lung and airway).
-UNCLASSIFIED_GAS_MARGIN_MM = 5.0
 
 __all__ = ["register", "run"]
 
@@ -283,25 +276,16 @@ def auto_segment(image: ImageVolume, target_lps: Any, *, lesion_radius_mm: float
         ``lesion_error`` (why no lesion), ``vessels_avoided``, ``airway_avoided`` and
         ``warnings`` (human-readable, the loudest first).
     """
-    from ir_planner.segmentation.auto import segment_for_planning
-    from ir_planner.segmentation.lesion import segment_lesion
-
     say = log if log is not None else (lambda m: print(m, file=sys.stderr, flush=True))
     say(AUTO_SEGMENT_MESSAGE)
-    labels, seg_report = segment_for_planning(image, progress=progress)
-    lesion_info: dict[str, Any] | None = None
-    lesion_error = ""
-    try:
-        lesion = segment_lesion(image, target_lps, radius_mm=lesion_radius_mm)
-    except InputError as exc:
-        lesion_error = str(exc)
-    else:
-        name = "lesion" if "lesion" not in labels.names else "lesion_click"
-        labels = labels.with_structure(name, lesion.mask, category=Category.TARGET)
-        lesion_info = {"name": name, **lesion.to_dict()}
-    labels, gas_ml, gas_parts = add_unclassified_gas(image, labels)
-    vessels = _VESSEL_STRUCTURE in labels.names and labels.voxel_count(_VESSEL_STRUCTURE) > 0
-    airway = _AIRWAY_STRUCTURE in labels.names and labels.voxel_count(_AIRWAY_STRUCTURE) > 0
+    labels, seg_report = segment_for_planning(
+        image, lesion_seed_lps=target_lps, lesion_radius_mm=lesion_radius_mm,
+        lesion_required=False, progress=progress)
+    lesion_info = seg_report["lesion"]
+    lesion_error = seg_report["lesion_error"]
+    gas = seg_report["unclassified_gas"]
+    gas_ml, gas_parts = gas["volume_ml"], gas["components"]
+    vessels, airway = seg_report["vessels_avoided"], seg_report["airway_avoided"]
     warnings: list[str] = []
     if not vessels:
         warnings.append(
@@ -333,53 +317,9 @@ def auto_segment(image: ImageVolume, target_lps: Any, *, lesion_radius_mm: float
     for w in warnings:
         say(f"WARNING: {w}")
     info = {"source": "automatic", "segmentation": seg_report, "lesion": lesion_info,
-            "unclassified_gas": {"components": gas_parts, "volume_ml": round(gas_ml, 3),
-                                 "threshold_hu": GAS_THRESHOLD_HU,
-                                 "margin_mm": UNCLASSIFIED_GAS_MARGIN_MM},
-            "lesion_error": lesion_error, "vessels_avoided": vessels,
+            "unclassified_gas": gas, "lesion_error": lesion_error, "vessels_avoided": vessels,
             "airway_avoided": airway, "warnings": warnings}
     return labels, info
-
-
-def add_unclassified_gas(image: ImageVolume, labels: LabelMap
-                         ) -> tuple[LabelMap, float, int]:
-    """Add gas inside the body that no automatic structure claimed, as forbidden.
-
-    A safety net behind the classic segmentation: voxels below
-    :data:`GAS_THRESHOLD_HU` inside the ``body`` structure that are neither in nor
-    next to (26-neighbourhood) ``lung``/``airway``/``bowel_gas`` (the next voxel is
-    those structures' partial-volume rim, already within their margins; leaving it
-    out keeps lung biopsies possible). They become structure :data:`UNCLASSIFIED_GAS`
-    (forbidden, margin :data:`UNCLASSIFIED_GAS_MARGIN_MM`). On MR (no HU scale)
-    nothing is added.
-
-    Returns
-    -------
-    labels : LabelMap
-    volume_ml : float
-        Volume added.
-    components : int
-        Number of gas pockets added.
-    """
-    import numpy as np
-    from scipy import ndimage as ndi
-
-    if str(image.modality).upper() == "MR" or "body" not in labels.names:
-        return labels, 0.0, 0
-    body = labels.mask("body")
-    known = np.zeros(body.shape, dtype=bool)
-    for name in _GAS_STRUCTURES:
-        if name in labels.names:
-            known |= labels.mask(name)
-    cube = np.ones((3, 3, 3), dtype=bool)
-    near_known = ndi.binary_dilation(known, structure=cube) if known.any() else known
-    mask = body & (np.asarray(image.array) < GAS_THRESHOLD_HU) & ~near_known
-    if not mask.any():
-        return labels, 0.0, 0
-    parts = int(ndi.label(mask, structure=cube)[1])
-    out = labels.with_structure(UNCLASSIFIED_GAS, mask, category=Category.OTHER, forbidden=True,
-                                margin_mm=UNCLASSIFIED_GAS_MARGIN_MM)
-    return out, float(mask.sum() * image.voxel_volume_ml), parts
 
 
 def apply_segmentation_limits(metrics: TrajectoryMetrics, info: dict[str, Any]) -> None:

@@ -796,41 +796,112 @@ def segment_auto(
     return labels, rep
 
 
+#: Name of the safety-net structure for gas no automatic structure claims.
+UNCLASSIFIED_GAS = "gas_unclassified"
+#: Below this (HU) a voxel inside the body is gas.
+GAS_THRESHOLD_HU = -400.0
+#: Margin (mm) kept from unclassified gas (as from lung).
+UNCLASSIFIED_GAS_MARGIN_MM = 5.0
+_GAS_STRUCTURES = ("lung", "airway", "bowel_gas")
+
+
+def add_unclassified_gas(image: ImageVolume, labels: LabelMap) -> tuple[LabelMap, float, int]:
+    """Add gas inside the body that no automatic structure claimed, as forbidden.
+
+    A safety net behind the classic segmentation: voxels below
+    :data:`GAS_THRESHOLD_HU` inside the ``body`` structure that are neither in nor
+    next to (26-neighbourhood) ``lung``/``airway``/``bowel_gas`` (the next voxel is
+    those structures' partial-volume rim, already within their margins; leaving it
+    out keeps lung biopsies possible). They become structure :data:`UNCLASSIFIED_GAS`
+    (forbidden, margin :data:`UNCLASSIFIED_GAS_MARGIN_MM`). On MR (no HU scale)
+    nothing is added.
+
+    Returns
+    -------
+    labels : LabelMap
+    volume_ml : float
+        Volume added (ml).
+    components : int
+        Number of gas pockets added.
+    """
+    if str(image.modality).upper() == "MR" or "body" not in labels.names:
+        return labels, 0.0, 0
+    body = labels.mask("body")
+    known = np.zeros(body.shape, dtype=bool)
+    for name in _GAS_STRUCTURES:
+        if name in labels.names:
+            known |= labels.mask(name)
+    cube = np.ones((3, 3, 3), dtype=bool)
+    near_known = ndi.binary_dilation(known, structure=cube) if known.any() else known
+    mask = body & (np.asarray(image.array) < GAS_THRESHOLD_HU) & ~near_known
+    if not mask.any():
+        return labels, 0.0, 0
+    parts = int(ndi.label(mask, structure=cube)[1])
+    out = labels.with_structure(UNCLASSIFIED_GAS, mask, category=Category.OTHER, forbidden=True,
+                                margin_mm=UNCLASSIFIED_GAS_MARGIN_MM)
+    return out, float(mask.sum() * image.voxel_volume_ml), parts
+
+
 def segment_for_planning(
     image: ImageVolume,
     *,
     lesion_seed_lps: Any = None,
     lesion_radius_mm: float | None = None,
+    lesion_required: bool = True,
     progress: ProgressCallback | None = None,
 ) -> tuple[LabelMap, dict[str, Any]]:
     """Everything a plan needs from an image with no segmentation, in one call.
 
-    Runs :func:`segment_auto`, then, if ``lesion_seed_lps`` is given,
-    :func:`~ir_planner.segmentation.lesion.segment_lesion` and adds the result as
-    structure ``"lesion"`` (category target). For ``ir-planner plan`` without
-    ``--labels``.
+    Runs :func:`segment_auto`; then, if ``lesion_seed_lps`` is given,
+    :func:`~ir_planner.segmentation.lesion.segment_lesion`, adding the result as
+    structure ``"lesion"`` (category target); then the unclassified-gas safety net
+    (:func:`add_unclassified_gas`). Used by ``ir-planner plan`` without ``--labels``
+    (and by any other front end that plans on an unsegmented image).
+
+    Parameters
+    ----------
+    lesion_required : bool
+        If False, a seed that is not in a lesion is recorded in the report
+        (``lesion_error``) instead of raising, and the plan can aim at the point.
 
     Returns
     -------
     labels : LabelMap
     report : dict
         The automatic report (:meth:`AutoSegmentationReport.to_dict`) plus
-        ``"lesion"`` (volume, diameters, ...) when one was segmented.
+        ``lesion`` (volume, diameters, ... or None), ``lesion_error``,
+        ``unclassified_gas`` (components, volume_ml, threshold_hu, margin_mm),
+        ``vessels_avoided`` and ``airway_avoided`` (whether those were segmented).
 
     Raises
     ------
     InputError
-        If the seed is given but is not in a lesion (the reason is in the message).
+        If ``lesion_required`` and the seed is not in a lesion (reason in the message).
     """
     from ir_planner.core.progress import subrange
     from ir_planner.segmentation.lesion import segment_lesion
 
     labels, rep = segment_auto(image, progress=subrange(progress, 0.0, 0.95))
     out = rep.to_dict()
+    out["lesion"], out["lesion_error"] = None, ""
     if lesion_seed_lps is not None:
-        lesion = segment_lesion(image, lesion_seed_lps, radius_mm=lesion_radius_mm)
-        name = "lesion" if "lesion" not in labels.names else "lesion_click"
-        labels = labels.with_structure(name, lesion.mask, category=Category.TARGET)
-        out["lesion"] = {"name": name, **lesion.to_dict()}
+        try:
+            lesion = segment_lesion(image, lesion_seed_lps, radius_mm=lesion_radius_mm)
+        except InputError as exc:
+            if lesion_required:
+                raise
+            out["lesion_error"] = str(exc)
+        else:
+            name = "lesion" if "lesion" not in labels.names else "lesion_click"
+            labels = labels.with_structure(name, lesion.mask, category=Category.TARGET)
+            out["lesion"] = {"name": name, **lesion.to_dict()}
+    labels, gas_ml, gas_parts = add_unclassified_gas(image, labels)
+    out["unclassified_gas"] = {"components": gas_parts, "volume_ml": round(gas_ml, 3),
+                               "threshold_hu": GAS_THRESHOLD_HU,
+                               "margin_mm": UNCLASSIFIED_GAS_MARGIN_MM}
+    out["vessels_avoided"] = any(
+        s.category is Category.VESSEL and labels.voxel_count(s) > 0 for s in labels)
+    out["airway_avoided"] = any(
+        s.category is Category.AIRWAY and labels.voxel_count(s) > 0 for s in labels)
     report(progress, 1.0, "segmentation done")
     return labels, out

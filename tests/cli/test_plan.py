@@ -176,8 +176,8 @@ def test_plan_without_labels_real_ct(real_files, real_masks, tmp_path) -> None:
 def test_unclassified_gas_safety_net() -> None:
     """Gas in the body that no automatic structure claimed becomes forbidden (5 mm), except
     the voxel rim next to lung/bowel gas; outside the body and on MR nothing is added."""
-    from ir_planner.cli.plan import UNCLASSIFIED_GAS, add_unclassified_gas
     from ir_planner.core.labels import LabelMap
+    from ir_planner.segmentation.auto import UNCLASSIFIED_GAS, add_unclassified_gas
     from tests.planning.synthetic import make_grid
 
     grid = make_grid((30, 30, 10), (2.0, 2.0, 3.0))
