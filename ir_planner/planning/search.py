@@ -3,9 +3,13 @@
 Every skin point within reach is a candidate entry. For each candidate and each
 forbidden structure the search computes a *guaranteed* interval for the axis
 distance from distance maps, and decides feasibility from it; when the interval
-straddles the structure's margin the exact computation of
-:meth:`PlanningEngine.evaluate` decides. A path reported feasible therefore never
-crosses (or comes within the margin of) a forbidden structure.
+straddles the structure's margin the exact tube kernel
+(:mod:`ir_planner.planning.tube`: exact segment-to-cell distances of every forbidden
+cell near the undecided parts of the path) decides. A path reported feasible
+therefore never crosses (or comes within the margin of) a forbidden structure. The
+minimum clearance of each candidate is reported within the accuracy contract up to the
+score's clearance saturation (narrowed with the same kernel), as a guaranteed lower
+bound beyond it (exactly with ``exact_clearance``).
 
 Distance maps (built once per structure, lazily, cached in the engine): exact
 Euclidean distance transforms on the *corner lattice* of the grid (or of blocks
@@ -33,6 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.progress import ProgressCallback, report
+from ir_planner.planning.geometry import segment_box_distance
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
 from ir_planner.planning.tube import forbidden_maps, low_t_range, tube_distances
 
@@ -387,29 +392,6 @@ class _GlobalField:
         return (self.g_lo[ix] - dv, self.g_hi[ix] + dv, self.u_lo[ix] - dv,
                 self.u_hi[ix] + dv, self.arg[ix])
 
-    def lookup8(self, q: NDArray[np.float32], sp: NDArray[np.float64]
-                ) -> tuple[NDArray[np.float32], ...]:
-        """Tighter bounds from all 8 corners around each sample (1-Lipschitz bounds)."""
-        sp32 = sp.astype(np.float32)
-        b32 = self.block.astype(np.float32)
-        base = np.floor((q / sp32 + 0.5) / b32).astype(np.int32)
-        top = (self.ncorner - 1).astype(np.int32)
-        out_lo = np.full(q.shape[:-1], -np.inf, dtype=np.float32)
-        out_hi = np.full(q.shape[:-1], np.inf, dtype=np.float32)
-        arg_hi = np.zeros(q.shape[:-1], dtype=np.uint16)
-        for off in np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)],
-                            dtype=np.int32):
-            m = np.clip(base + off, 0, top)
-            v = (m * b32 - 0.5) * sp32
-            dv = np.sqrt(np.sum((q - v) ** 2, axis=-1)) + _EPS_MM
-            ix = (m[..., 2], m[..., 1], m[..., 0])
-            np.maximum(out_lo, self.g_lo[ix] - dv, out=out_lo)
-            hi = self.g_hi[ix] + dv
-            better = hi < out_hi
-            out_hi = np.where(better, hi, out_hi)
-            arg_hi = np.where(better, self.arg[ix], arg_hi)
-        return out_lo, out_hi, arg_hi
-
 
 def global_field(engine: "PlanningEngine", pad_mm: float = 15.0,
                  progress: ProgressCallback | None = None,
@@ -547,24 +529,6 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     t_lo_s = np.zeros(n)
     t_hi_s = np.ones(n)
 
-    # Per layer: label value -> is forbidden, and -> index in ``forb``.
-    forb_lut: list[NDArray[np.bool_] | None] = []
-    forb_index: list[NDArray[np.int64]] = []
-    for li, layer in enumerate(engine.labels.layers):
-        in_layer = [(k, d) for k, d in enumerate(forb) if d.struct.layer == li]
-        if not in_layer:
-            forb_lut.append(None)
-            forb_index.append(np.zeros(1, dtype=np.int64))
-            continue
-        size = int(max(int(layer.max()), max(d.struct.label for _, d in in_layer))) + 1
-        lut = np.zeros(size, dtype=bool)
-        index = np.zeros(size, dtype=np.int64)
-        for k, d in in_layer:
-            lut[d.struct.label] = True
-            index[d.struct.label] = k
-        forb_lut.append(lut)
-        forb_index.append(index)
-
     def sample_pass(sel: NDArray[np.int64], h: float, mode: str) -> None:
         if not len(sel):
             return
@@ -576,29 +540,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
             rows = np.arange(len(idx))
             q = tq + tt[None, :, None] * (eq[idx] - tq)[:, None, :]
             half = (0.5 * length[idx] / (n_s - 1)).astype(np.float32)
-            if forb and mode == "eight":
-                # A sample inside a forbidden cell proves the path infeasible.
-                cell = np.rint(q / sp32).astype(np.int32)
-                np.clip(cell, 0, (shape - 1).astype(np.int32), out=cell)
-                for li, layer in enumerate(engine.labels.layers):
-                    lut = forb_lut[li]
-                    if lut is None:
-                        continue
-                    vals = layer[cell[..., 2], cell[..., 1], cell[..., 0]]
-                    hit = lut[vals]
-                    rows_hit = np.flatnonzero(hit.any(axis=1))
-                    if len(rows_hit):
-                        first = np.argmax(hit[rows_hit], axis=1)
-                        g_hi[idx[rows_hit]] = -np.inf
-                        arg_hi[idx[rows_hit]] = forb_index[li][vals[rows_hit, first]]
-                glo, ghi, arg = gf.lookup8(q, sp)
-                g_lo[idx] = np.maximum(g_lo[idx], glo.min(axis=1) - half)
-                k_hi = np.argmin(ghi, axis=1)
-                new_hi = ghi[rows, k_hi]
-                upd = new_hi < g_hi[idx]
-                g_hi[idx] = np.where(upd, new_hi, g_hi[idx])
-                arg_hi[idx] = np.where(upd, arg[rows, k_hi], arg_hi[idx])
-            elif forb:
+            if forb:
                 glo, ghi, ulo, uhi, arg = gf.lookup(q, sp)
                 if mode == "nearest":
                     # Path parts whose guaranteed lower bound is below the radius (t = 0
@@ -699,13 +641,13 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     # x = min(u_lo + 0.25, u_hi) honours it iff u_hi − u_lo ≤ 0.25 + that tolerance.
     # Wider bounds are refined exactly with the tube kernel (range u_hi: every cell
     # closer than the current upper bound is visited) while the lower bound is below
-    # ``clearance_range`` (the score saturation + radius, or unlimited with
-    # ``exact_clearance``); beyond it only the guaranteed lower bound is known and the
-    # candidate is flagged ``min_clearance_exact = False``.
+    # ``clearance_range`` (the score saturation + radius); beyond it only the guaranteed
+    # lower bound is known and the candidate is flagged ``min_clearance_exact = False``,
+    # unless ``exact_clearance`` asks for the exact computation there too.
     tol_below = max(0.5, 0.5 * float(sp.max()))
     tol_above = 0.25
     width_ok = tol_below + tol_above - 2e-3
-    clear_range = np.inf if c.exact_clearance else sat + radius
+    clear_range = sat + radius
     n_clear_refined = 0
     t_ref = time.perf_counter()
     if forb:
@@ -734,6 +676,29 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     timings["clearance_refine"] = time.perf_counter() - t_ref
     with np.errstate(invalid="ignore"):
         is_exact = (u_hi - u_lo <= width_ok) & np.isfinite(u_lo)
+    if forb and c.exact_clearance:
+        # Beyond the tube range: the engine's exact method (k-d tree of boundary cells +
+        # exact cell distances), structures in order of their bounding-box distance.
+        need = np.flatnonzero(~is_exact & np.isfinite(u_lo))
+        if len(need):
+            bb_lo = np.array([d.bbox_lo for d in forb]) * sp - sp / 2
+            bb_hi = np.array([d.bbox_hi for d in forb]) * sp + sp / 2
+            bd_all, _ = segment_box_distance(eq[need].astype(float)[:, None, :],
+                                             tq.astype(float)[None, None, :],
+                                             bb_lo[None, :, :], bb_hi[None, :, :])
+            for row, i in enumerate(need):
+                a_q = eq[i].astype(float)
+                b_q = tq.astype(float)
+                bd = bd_all[row]
+                best = float(u_hi[i])
+                for k in np.argsort(bd):
+                    if bd[k] >= best:
+                        break
+                    dist_k, _ = engine._exact_q(forb[k], a_q, b_q, cap=best)
+                    best = min(best, dist_k)
+                u_lo[i] = u_hi[i] = best
+                is_exact[i] = True
+            n_clear_refined += len(need)
     min_clear = np.where(is_exact, np.minimum(u_lo + tol_above, u_hi), u_lo).astype(float)
     min_clear -= radius
     min_clear[~np.isfinite(u_lo)] = np.inf

@@ -150,3 +150,19 @@ def test_field_edt_matches_scipy() -> None:
     sp = np.array([1.4, 0.7, 2.5])  # i, j, k
     ref = ndi.distance_transform_edt(~mask, sampling=sp[::-1])
     np.testing.assert_allclose(_edt_outside(mask, sp), ref, atol=1e-4)
+
+
+def test_exact_clearance_covers_every_candidate(setup) -> None:
+    grid, labels, eng, target, _ = setup
+    res = eng.search(target, SearchConstraints(exact_clearance=True), top_k=2)
+    evaluated = np.isfinite(res.min_clearance_lower_bound_mm)
+    assert evaluated.sum() > 300 and np.all(res.min_clearance_exact[evaluated])
+    mask = labels.mask("aorta")
+    r = eng.needle.outer_radius_mm
+    tol_below = max(0.5, float(grid.spacing_mm.max()) / 2)
+    far = np.flatnonzero(evaluated & (res.min_clearance_mm > 10.7))
+    assert len(far) > 10  # beyond the default clearance range: computed exactly here
+    rng = np.random.default_rng(1)
+    for i in rng.choice(far, 10, replace=False):
+        truth = brute_force_clearance(grid, mask, res.entries_lps[i], target, step_mm=0.1) - r
+        assert truth - 0.05 - tol_below <= res.min_clearance_mm[i] <= truth + 0.25
