@@ -97,6 +97,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--plan", type=Path, default=None, metavar="PLAN",
                    help="start from this plan file (its structure overrides apply)")
     p.add_argument("--out", type=Path, default=None, help="write the plan JSON here (atomic)")
+    p.add_argument("--all-clearances", action="store_true",
+                   help="with --auto: compute every candidate's clearance to every structure "
+                        "and write one clearance_<name>_mm column per structure to "
+                        "--candidates-out (slower)")
     p.add_argument("--candidates-out", type=Path, default=None, metavar="FILE.csv",
                    help="write one CSV row per evaluated candidate entry")
     p.add_argument("--json", action="store_true", help="print the trajectories as JSON")
@@ -107,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``ir-planner plan``."""
     if args.entry is None and not args.auto:
         raise InputError("give --entry X Y Z to evaluate a trajectory and/or --auto to search")
+    if args.all_clearances and not args.auto:
+        raise InputError("--all-clearances applies to the automatic search: add --auto")
     if args.top < 1:
         raise InputError(f"--top must be ≥ 1; got {args.top}")
     auto_labels = args.labels is None
@@ -173,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     constraints = SearchConstraints(
         max_length_mm=needle.usable_length_mm, max_cc_angle_deg=args.max_cc_angle,
         excluded_regions=tuple(args.exclude_region), min_organ_length_mm=min_len,
-        min_separation_deg=args.min_separation, exact_clearance=args.exact_candidates)
+        min_separation_deg=args.min_separation, exact_clearance=args.exact_candidates,
+        all_clearances=args.all_clearances)
 
     results: list[tuple[str, str, TrajectoryMetrics]] = []
     if entry is not None:

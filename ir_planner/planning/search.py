@@ -37,6 +37,11 @@ from numpy.typing import ArrayLike, NDArray
 
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.progress import ProgressCallback, report
+from ir_planner.planning.clearance_table import (
+    SurfaceIndex,
+    build_surface_index,
+    structure_distances,
+)
 from ir_planner.planning.geometry import segment_box_distance
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
 from ir_planner.planning.tube import forbidden_maps, low_t_range, tube_distances
@@ -84,6 +89,11 @@ class SearchConstraints:
         clearance saturation + needle radius (≈ 10.6 mm) and flagged
         ``min_clearance_exact``; farther candidates get the guaranteed lower bound
         (≥ that range). Feasibility is exact either way.
+    all_clearances : bool
+        Also compute the per-candidate × per-structure clearance table
+        (:attr:`SearchResult.clearance_mm`, every structure of the label map, within the
+        accuracy contract). Costs several seconds per 10,000 candidates (see
+        docs/planning.md), hence off by default.
     """
 
     max_length_mm: float | None = None
@@ -92,6 +102,7 @@ class SearchConstraints:
     min_organ_length_mm: dict[str, float] = field(default_factory=dict)
     min_separation_deg: float = 15.0
     exact_clearance: bool = False
+    all_clearances: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (stored in the plan's settings)."""
@@ -99,7 +110,8 @@ class SearchConstraints:
                 "excluded_regions": list(self.excluded_regions),
                 "min_organ_length_mm": dict(self.min_organ_length_mm),
                 "min_separation_deg": self.min_separation_deg,
-                "exact_clearance": self.exact_clearance}
+                "exact_clearance": self.exact_clearance,
+                "all_clearances": self.all_clearances}
 
 
 @dataclass
@@ -158,6 +170,16 @@ class SearchResult:
     #: Guaranteed lower bound (mm) of each candidate's minimum clearance.
     min_clearance_lower_bound_mm: NDArray[np.float64] = field(
         default_factory=lambda: np.zeros(0))
+    #: Clearance table (mm, float32, n_candidates × n_structures) when the search ran
+    #: with ``all_clearances``: axis-to-structure distance minus the needle's outer
+    #: radius for every structure of :attr:`structure_names`, within the accuracy
+    #: contract (≤ 0.25 mm above, ≤ max(0.5 mm, half the largest spacing) below the
+    #: truth); negative = the needle touches the structure (−radius: the axis enters
+    #: one of its cells); ``inf`` for an empty structure. Empty (0 × 0) otherwise.
+    clearance_mm: NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    #: Structure names of the columns of :attr:`clearance_mm`.
+    structure_names: list[str] = field(default_factory=list)
 
     def skin_risk(self) -> NDArray[np.float64]:
         """Risk per point of :meth:`PlanningEngine.skin_points` (n_skin_points,), for
@@ -194,8 +216,11 @@ class SearchResult:
         mm, half the largest spacing) below the truth) and is empty where only a lower
         bound is known (candidates farther than the search's clearance range from
         every forbidden structure); ``min_clearance_lower_bound_mm`` is a guaranteed
-        lower bound on every row."""
+        lower bound on every row. When the search computed the clearance table
+        (``all_clearances``), one column ``clearance_<name>_mm`` per structure follows
+        the standard columns."""
         out = Path(path)
+        table_names = self.structure_names if self.clearance_mm.shape[0] else []
         if not out.parent.exists():
             raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -205,7 +230,8 @@ class SearchResult:
                 w.writerow(["x_lps_mm", "y_lps_mm", "z_lps_mm", "feasible", "min_clearance_mm",
                             "min_clearance_exact", "min_clearance_lower_bound_mm",
                             "critical_structure", "length_mm", "score",
-                            "risk", "pareto", "rejected_by"])
+                            "risk", "pareto", "rejected_by"]
+                           + [f"clearance_{name}_mm" for name in table_names])
                 for n in range(self.n_candidates):
                     p = self.entries_lps[n]
                     # min_clearance_mm only where it honours the accuracy contract;
@@ -217,7 +243,9 @@ class SearchResult:
                                 _num(self.min_clearance_lower_bound_mm[n]),
                                 self.critical_structure[n],
                                 f"{self.length_mm[n]:.2f}", _num(self.score[n], 4),
-                                f"{self.risk[n]:.4f}", int(self.pareto[n]), self.reason[n]])
+                                f"{self.risk[n]:.4f}", int(self.pareto[n]), self.reason[n]]
+                               + [_num(float(v)) if np.isfinite(v) else "inf"
+                                  for v in (self.clearance_mm[n] if table_names else ())])
             os.replace(tmp, out)
         except BaseException:
             if os.path.exists(tmp):
@@ -707,6 +735,18 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     closest = np.array([forb[k].struct.name if forb else "" for k in arg_hi], dtype=object)
     timings["feasibility"] = time.perf_counter() - t2
 
+    # -- per-structure clearance table (optional) ------------------------------------------
+    table = np.zeros((0, 0), dtype=np.float32)
+    table_names: list[str] = []
+    if c.all_clearances:
+        t_tab = time.perf_counter()
+        sidx, table_names = surface_index(engine)
+        timings["clearance_index"] = time.perf_counter() - t_tab
+        t_tab = time.perf_counter()
+        table = clearance_table(engine, sidx, table_names, eq.astype(float),
+                                tq.astype(float), tol_below, tol_above, radius)
+        timings["clearance_table"] = time.perf_counter() - t_tab
+
     # -- soft objectives, score, Pareto set ----------------------------------------------------
     t3 = time.perf_counter()
     capsule = np.full(n, np.nan)
@@ -761,10 +801,64 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         score=score, risk=risk, pareto=pareto, suggestions=suggestions, rejected=rejected,
         n_skin_points=n_skin, constraints=c, weights=w, timings_s=timings,
         skin_index=np.flatnonzero(reach), min_clearance_lower_bound_mm=clear_lb,
+        clearance_mm=table, structure_names=table_names,
         stats={"candidates": n, "exact_refinements": n_refined,
                "forbidden_structures": len(forb), "ambiguous_coarse": n_amb0, "ambiguous_nearest_corner": n_amb1,
                "exact_tube_paths": n_tube,
                "clearance_refined_paths": n_clear_refined})
+
+
+def surface_index(engine: "PlanningEngine") -> tuple[SurfaceIndex, list[str]]:
+    """The engine's cached surface-cell index of every structure (built on first use),
+    and the structure names in column order."""
+    cached = engine.__dict__.get("_surface_index")
+    names = list(engine._data)
+    if cached is not None and cached[1] == names:
+        return cached[0], cached[1]
+    labels = engine.labels
+    n_lut = max(int(layer.max()) for layer in labels.layers) + 1
+    luts = np.full((len(labels.layers), n_lut), -1, dtype=np.int16)
+    for n, name in enumerate(names):
+        st = engine._data[name].struct
+        luts[st.layer, st.label] = n
+    index = build_surface_index(labels.layers, luts, len(names), engine.frame.spacing_mm)
+    engine.__dict__["_surface_index"] = (index, names, luts)
+    return index, names
+
+
+def clearance_table(engine: "PlanningEngine", index: SurfaceIndex, names: list[str],
+                    a_q: NDArray[np.float64], b_q: NDArray[np.float64], tol_below: float,
+                    tol_above: float, radius_mm: float) -> NDArray[np.float32]:
+    """Clearance (mm) of every segment ``a_q[n] → b_q`` (q-space) to every structure,
+    within the accuracy contract (see :attr:`SearchResult.clearance_mm`)."""
+    luts = engine.__dict__["_surface_index"][2]
+    shape = np.asarray(engine.frame.shape_ijk)
+    sp = engine.frame.spacing_mm
+    n = len(a_q)
+    zero = np.zeros((n, len(names)), dtype=bool)
+    # Endpoints inside a cell of a structure: distance 0 (only surface cells are searched).
+    for pts, rows in ((a_q, np.arange(n)), (b_q[None, :], None)):
+        u = pts / sp
+        inside = np.all((u >= -0.5) & (u <= shape - 0.5), axis=1)
+        ijk = np.clip(np.floor(u + 0.5).astype(np.int64), 0, shape - 1)
+        for li, layer in enumerate(engine.labels.layers):
+            lab = layer[ijk[:, 2], ijk[:, 1], ijk[:, 0]].astype(np.int64)
+            s_idx = np.where(lab < luts.shape[1], luts[li][np.minimum(lab, luts.shape[1] - 1)],
+                             -1)
+            hit = inside & (lab > 0) & (s_idx >= 0)
+            if rows is None:
+                if hit[0]:
+                    zero[:, s_idx[0]] = True
+            else:
+                zero[rows[hit], s_idx[hit]] = True
+    # The truth lies in [lo, hi]; x = min(lo + 0.25, hi) honours the contract when
+    # hi − lo ≤ 0.25 + tol_below. 2 µm of slack (1 µm each side) absorb the float32
+    # rounding of lo and hi (≤ 3e-5 mm below 500 mm).
+    width = tol_below + tol_above - 2e-3
+    lo, hi = structure_distances(index, a_q, b_q, zero=zero, tol_mm=width)
+    val = np.minimum(lo + np.float32(tol_above - 1e-3), hi)
+    out = val - np.float32(radius_mm)
+    return out.astype(np.float32)
 
 
 def _pareto(obj: NDArray[np.float32]) -> NDArray[np.bool_]:
