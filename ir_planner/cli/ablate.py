@@ -11,7 +11,7 @@ import numpy as np
 
 from ir_planner.cli.common import print_json, print_table, progress_printer
 from ir_planner.core.errors import InputError, IRPlannerError, PlanError
-from ir_planner.core.plan import AblationRecord, Plan, TrajectoryRecord
+from ir_planner.core.plan import Plan, TrajectoryRecord
 from ir_planner.core.progress import subrange
 from ir_planner.planning.ablation import (
     Candidate,
@@ -236,25 +236,8 @@ def _searched_candidates(engine: Any, tumour: TumourModel, axis: np.ndarray, k: 
 
 def _save(plan: Plan, result: OptimizationResult, device: Any, args: argparse.Namespace,
           plan_path: Path, new_paths: list[TrajectoryRecord]) -> None:
-    group = f"{device.id}@{'+'.join(p.trajectory for p in result.probes)}"
-    shared = result.metrics.to_dict()
-    records = []
-    for n, pl in enumerate(result.probes):
-        setting = device.setting(pl.setting)
-        records.append(AblationRecord(
-            trajectory=pl.trajectory, device_id=device.id, setting=pl.setting,
-            tip_depth_offset_mm=round(pl.depth_offset_mm, 3), calibration=result.calibration,
-            metrics={
-                **shared,
-                "group": group, "probe_index": n, "probes_in_group": len(result.probes),
-                "tip_lps": [round(v, 3) for v in pl.tip_lps],
-                "setting_label": setting.label(), "basis": setting.basis,
-                "zone_spec": dict(setting.zone),
-                "sources": device.sources_for(setting),
-                "assumed": dict(setting.assumed),
-                "margin_goal_mm": result.margin_goal_mm, "goal_met": result.goal_met,
-                "reasons": list(result.reasons),
-            }))
+    group = result.group
+    records = result.to_records(device)
     involved = {p.trajectory for p in result.probes}
 
     def change(p: Plan) -> None:

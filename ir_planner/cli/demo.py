@@ -25,7 +25,7 @@ from ir_planner.core.catalog import Category
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.fileio import atomic_write_json
 from ir_planner.core.labels import LabelMap
-from ir_planner.core.plan import AblationRecord, CaseRef, Plan
+from ir_planner.core.plan import CaseRef, Plan
 from ir_planner.core.progress import ProgressCallback, report, subrange
 from ir_planner.core.volume import ImageVolume
 from ir_planner.io.image_files import write_image_file
@@ -286,21 +286,7 @@ def step_ablation(ctx: DemoContext, progress: ProgressCallback | None) -> None:
                        "min_margin_mm": round(om.min_margin_mm, 2),
                        "goal_met": bool(om.min_margin_mm >= DEMO_MARGIN_GOAL_MM)})
     report(progress, 1.0, "ablation evaluated")
-    shared = m.to_dict()
-    records = []
-    for n, pl in enumerate(result.probes):
-        setting = device.setting(pl.setting)
-        records.append(AblationRecord(
-            trajectory=pl.trajectory, device_id=device.id, setting=pl.setting,
-            tip_depth_offset_mm=round(pl.depth_offset_mm, 3), calibration=result.calibration,
-            metrics={**shared, "group": f"{device.id}@{pl.trajectory}", "probe_index": n,
-                     "probes_in_group": len(result.probes),
-                     "tip_lps": [round(v, 3) for v in pl.tip_lps],
-                     "setting_label": setting.label(), "basis": setting.basis,
-                     "zone_spec": dict(setting.zone), "sources": device.sources_for(setting),
-                     "assumed": dict(setting.assumed),
-                     "margin_goal_mm": result.margin_goal_mm, "goal_met": result.goal_met,
-                     "reasons": list(result.reasons)}))
+    records = result.to_records(device)
 
     def change(p: Plan) -> None:
         p.ablations = [*p.ablations, *records]

@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ir_planner.core.errors import InputError, IRPlannerError
+from ir_planner.core.plan import AblationRecord
 from ir_planner.core.progress import ProgressCallback, report
 from ir_planner.planning.ablation.coverage import (
     AblationMetrics,
@@ -106,6 +107,38 @@ class OptimizationResult:
                 "goal_met": self.goal_met, "margin_goal_mm": self.margin_goal_mm,
                 "reasons": list(self.reasons), "evaluations": self.evaluations,
                 "metrics": self.metrics.to_dict()}
+
+    @property
+    def group(self) -> str:
+        """Identifier shared by the records of one placement: ``device@traj1+traj2``."""
+        return f"{self.device_id}@{'+'.join(p.trajectory for p in self.probes)}"
+
+    def to_records(self, device: Device) -> list[AblationRecord]:
+        """One plan :class:`~ir_planner.core.plan.AblationRecord` per probe.
+
+        Each record carries the shared metrics of the combined zone plus its own tip
+        (LPS mm), setting, zone specification, sources, assumptions, the margin goal
+        and the reasons for the choice.
+        """
+        shared = self.metrics.to_dict()
+        records = []
+        for n, pl in enumerate(self.probes):
+            setting = device.setting(pl.setting)
+            records.append(AblationRecord(
+                trajectory=pl.trajectory, device_id=device.id, setting=pl.setting,
+                tip_depth_offset_mm=round(pl.depth_offset_mm, 3), calibration=self.calibration,
+                metrics={
+                    **shared,
+                    "group": self.group, "probe_index": n, "probes_in_group": len(self.probes),
+                    "tip_lps": [round(v, 3) for v in pl.tip_lps],
+                    "setting_label": setting.label(), "basis": setting.basis,
+                    "zone_spec": dict(setting.zone),
+                    "sources": device.sources_for(setting),
+                    "assumed": dict(setting.assumed),
+                    "margin_goal_mm": self.margin_goal_mm, "goal_met": self.goal_met,
+                    "reasons": list(self.reasons),
+                }))
+        return records
 
 
 def engine_safety(engine: Any) -> Safety:
