@@ -93,14 +93,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--min-separation", type=float, default=15.0, metavar="DEG",
                    help="minimum angle between suggestions (default 15°)")
     p.add_argument("--exact-candidates", action="store_true",
-                   help="exact minimum clearance for every feasible candidate (slower)")
+                   help="with --no-all-clearances: minimum clearance within the accuracy "
+                        "contract for every candidate, also far from all structures (slower)")
     p.add_argument("--plan", type=Path, default=None, metavar="PLAN",
                    help="start from this plan file (its structure overrides apply)")
     p.add_argument("--out", type=Path, default=None, help="write the plan JSON here (atomic)")
-    p.add_argument("--all-clearances", action="store_true",
-                   help="with --auto: compute every candidate's clearance to every structure "
-                        "and write one clearance_<name>_mm column per structure to "
-                        "--candidates-out (slower)")
+    p.add_argument("--all-clearances", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --auto: every candidate's clearance to every structure (one "
+                        "clearance_<name>_mm column per structure in --candidates-out; "
+                        "default on); --no-all-clearances computes the minimum clearance "
+                        "only (faster)")
     p.add_argument("--candidates-out", type=Path, default=None, metavar="FILE.csv",
                    help="write one CSV row per evaluated candidate entry")
     p.add_argument("--json", action="store_true", help="print the trajectories as JSON")
@@ -111,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
     """Run ``ir-planner plan``."""
     if args.entry is None and not args.auto:
         raise InputError("give --entry X Y Z to evaluate a trajectory and/or --auto to search")
-    if args.all_clearances and not args.auto:
-        raise InputError("--all-clearances applies to the automatic search: add --auto")
     if args.top < 1:
         raise InputError(f"--top must be ≥ 1; got {args.top}")
     auto_labels = args.labels is None

@@ -36,10 +36,14 @@ from ir_planner.core.plan import StructureOverride, TrajectoryRecord
 from ir_planner.core.progress import ProgressCallback, report, subrange
 from ir_planner.core.volume import ImageVolume, same_grid
 from ir_planner.planning.body import body_mask, skin_points
+from ir_planner.planning.clearance_table import (
+    SurfaceIndex,
+    build_surface_index,
+    structure_distances,
+)
 from ir_planner.planning.devices import DEFAULT_NEEDLE, Needle
 from ir_planner.planning.geometry import (
     GridFrame,
-    point_segment_distance,
     segment_box_distance,
     traverse_cells,
 )
@@ -98,10 +102,18 @@ class _StructureData:
     struct: Structure
     bbox_lo: NDArray[np.int64]  # ijk inclusive
     bbox_hi: NDArray[np.int64]
-    centres_q: NDArray[np.float64]  # boundary cell centres, scaled-index mm
-    tree: cKDTree
+    centres_q: NDArray[np.float64]  # surface cell centres, scaled-index mm (a view)
+    index: int  # column in the engine's surface index
     dist_field: Any = None  # search distance field, built lazily by the search module
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tree(self) -> cKDTree:
+        """k-d tree of the surface cell centres (built on first use)."""
+        t = self.extra.get("tree")
+        if t is None:
+            t = self.extra["tree"] = cKDTree(self.centres_q)
+        return t
 
 
 class PlanningEngine:
@@ -163,24 +175,8 @@ class PlanningEngine:
         report(progress, 0.0, "indexing structures")
         self._data: dict[str, _StructureData] = {}
         self._label_to_name: list[dict[int, str]] = [{} for _ in labels.layers]
-        by_layer: dict[int, list[Structure]] = {}
-        for s in self.structures:
-            by_layer.setdefault(s.layer, []).append(s)
-        done = 0
-        for layer_idx, structs in by_layer.items():
-            layer = labels.layers[layer_idx]
-            max_label = max(s.label for s in structs)
-            slices = ndi.find_objects(layer, max_label=max_label) if layer.any() else []
-            for s in structs:
-                done += 1
-                sl = slices[s.label - 1] if s.label - 1 < len(slices) else None
-                if sl is None:
-                    self.warnings.append(f"structure {s.name!r} is empty; ignored")
-                    continue
-                self._label_to_name[layer_idx][s.label] = s.name
-                self._data[s.name] = self._index_structure(s, layer, sl)
-                report(progress, 0.6 * done / max(1, len(self.structures)),
-                       f"indexing {s.name}")
+        self._build_index()
+        report(progress, 0.6, "indexing structures")
         if not self._data:
             raise InputError("the label map has no non-empty structure; nothing to plan against")
         report(progress, 0.6, "body outline")
@@ -191,23 +187,67 @@ class PlanningEngine:
         report(progress, 1.0, "precomputation done")
 
     # -- precomputation -------------------------------------------------------------
-    def _index_structure(self, s: Structure, layer: NDArray[Any],
-                         sl: tuple[slice, ...]) -> _StructureData:
-        pad = tuple(slice(max(0, x.start - 1), x.stop + 1) for x in sl)
-        crop = layer[pad] == s.label
-        # Boundary cells: in the structure with a face neighbour outside it (cells at
-        # the edge of the grid count as boundary cells too).
-        p = np.pad(crop, 1)
-        interior = (crop & p[2:, 1:-1, 1:-1] & p[:-2, 1:-1, 1:-1] & p[1:-1, 2:, 1:-1]
-                    & p[1:-1, :-2, 1:-1] & p[1:-1, 1:-1, 2:] & p[1:-1, 1:-1, :-2])
-        kji = np.argwhere(crop & ~interior)
-        offset = np.array([p.start for p in pad])
-        kji += offset
-        ijk = kji[:, ::-1]
-        centres_q = ijk * self.frame.spacing_mm
-        lo = np.array([sl[2].start, sl[1].start, sl[0].start])
-        hi = np.array([sl[2].stop - 1, sl[1].stop - 1, sl[0].stop - 1])
-        return _StructureData(s, lo, hi, centres_q, cKDTree(centres_q))
+    def _build_index(self) -> None:
+        """Surface cells of every structure (one compiled pass over the label layers),
+        grouped for the exact distance kernel; empty structures are dropped with a
+        warning."""
+        labels = self.labels
+        structs = self.structures
+        n_lut = max((s.label for s in structs), default=0) + 1
+        luts = np.full((max(1, len(labels.layers)), n_lut), -1, dtype=np.int16)
+        for n, s in enumerate(structs):
+            luts[s.layer, s.label] = n
+        index = build_surface_index(labels.layers, luts, len(structs), self.frame.spacing_mm)
+        counts = index.cell_counts()
+        keep = np.flatnonzero(counts > 0)
+        for n in np.flatnonzero(counts == 0):
+            self.warnings.append(f"structure {structs[n].name!r} is empty; ignored")
+        if len(keep) < len(structs):
+            index = index.subset(keep)
+            remap = np.full(len(structs) + 1, -1, dtype=np.int16)
+            remap[keep] = np.arange(len(keep))
+            luts = np.where(luts >= 0, remap[luts], -1).astype(np.int16)
+        bb_lo, bb_hi = index.bounding_boxes_ijk()
+        for col, n in enumerate(keep):
+            s = structs[n]
+            first, stop = index.cell_range(col)
+            self._label_to_name[s.layer][s.label] = s.name
+            self._data[s.name] = _StructureData(s, bb_lo[col], bb_hi[col],
+                                                index.cells[first:stop], col)
+        self._index = index
+        self._index_luts = luts
+
+    @property
+    def surface_index(self) -> SurfaceIndex:
+        """Surface cells of every (non-empty) structure, columns in :attr:`_data` order."""
+        return self._index
+
+    def endpoint_zero(self, a_q: NDArray[np.float64], b_q: NDArray[np.float64]
+                      ) -> NDArray[np.bool_]:
+        """(n, n_struct) pairs (segment ``a_q[n] → b_q``, structure) with an endpoint
+        inside one of the structure's cells: distance 0 (the kernel searches surface
+        cells only)."""
+        a_q = np.asarray(a_q, dtype=np.float64).reshape(-1, 3)
+        luts = self._index_luts
+        shape = np.asarray(self.frame.shape_ijk)
+        sp = self.frame.spacing_mm
+        n = len(a_q)
+        zero = np.zeros((n, self._index.n_struct), dtype=bool)
+        for pts, rows in ((a_q, np.arange(n)), (np.asarray(b_q, float).reshape(1, 3), None)):
+            u = pts / sp
+            inside = np.all((u >= -0.5) & (u <= shape - 0.5), axis=1)
+            ijk = np.clip(np.floor(u + 0.5).astype(np.int64), 0, shape - 1)
+            for li, layer in enumerate(self.labels.layers):
+                lab = layer[ijk[:, 2], ijk[:, 1], ijk[:, 0]].astype(np.int64)
+                ok = inside & (lab > 0) & (lab < luts.shape[1])
+                s_idx = np.where(ok, luts[li][np.where(ok, lab, 0)], -1)
+                hit = s_idx >= 0
+                if rows is None:
+                    if hit[0]:
+                        zero[:, s_idx[0]] = True
+                else:
+                    zero[rows[hit], s_idx[hit]] = True
+        return zero
 
     def skin_points(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Skin surface points (LPS mm, ≤ 2 mm apart) and outward unit normals."""
@@ -321,73 +361,37 @@ class PlanningEngine:
                     b: NDArray[np.float64], cap: float = np.inf) -> list[tuple[float, float]]:
         """Exact (distance mm, t) from segment a→b (q-space) to each structure's cells.
 
-        With a finite ``cap``, structures whose distance is ≥ cap may get (cap + 1e-6, 0)
-        instead of their exact distance.
+        Branch and bound over the structure's surface cells (compiled kernel of
+        :mod:`ir_planner.planning.clearance_table`, ``tol = 0``), then the exact
+        segment-to-box distance and its parameter t (0 at a, 1 at b) of the closest
+        cell. With a finite ``cap``, structures whose distance is ≥ cap get
+        (cap + 1e-6, 0) instead of their exact distance.
         """
+        if not datas:
+            return []
+        a = np.asarray(a, dtype=np.float64).reshape(3)
+        b = np.asarray(b, dtype=np.float64).reshape(3)
+        want = np.zeros(self._index.n_struct, dtype=bool)
+        cols = np.array([d.index for d in datas], dtype=np.int64)
+        want[cols] = True
+        zero = self.endpoint_zero(a, b)
+        _, hi, cell = structure_distances(self._index, a[None, :], b, zero=zero, want=want,
+                                          cap_mm=float(cap), return_cells=True)
         sp = self.frame.spacing_mm
-        r_cell = self.frame.half_diagonal_mm
-        length = float(np.linalg.norm(b - a))
-        h = 2.0
-        n = max(2, int(math.ceil(length / h)) + 1)
-        h = length / (n - 1)
-        t = np.linspace(0.0, 1.0, n)
-        samples = a + t[:, None] * (b - a)
-        # Centre distance >= cell distance; the cell distance is 1-Lipschitz along the
-        # path: beyond this bound every cell is >= cap away.
-        bound = cap + r_cell + 0.5 * h if np.isfinite(cap) else np.inf
-        out: list[tuple[float, float] | None] = []
-        cands = []
-        for d in datas:
-            dist, _ = d.tree.query(samples, distance_upper_bound=bound)
-            if not np.any(np.isfinite(dist)):
-                out.append((cap + 1e-6, 0.0))
-                continue
-            # m = min over centres of the centre-to-segment distance <= ub. The closest
-            # cell has its centre within m + r_cell <= ub + r_cell =: R of the segment:
-            # collect the capsule of radius R with balls along the axis.
-            ub = float(dist.min())
-            cap_r = ub + r_cell + 1e-9
-            if ub <= 3.0 * r_cell + h:
-                # Near: the capsule of radius R = ub + r_cell around the axis, covered by
-                # balls along it.
-                nb = max(1, int(math.ceil(length / max(cap_r, 0.5))))
-                ball_t = (np.arange(nb) + 0.5) / nb
-                centres = a + ball_t[:, None] * (b - a)
-                ball_r = cap_r + 0.5 * length / nb + 1e-9  # covers the capsule incl. ends
-            else:
-                # Far: such a centre c lies within R + h/2 of some sample s, and then the
-                # sample's own nearest-centre distance is <= R + h/2 as well.
-                ball_r = cap_r + 0.5 * h + 1e-9
-                centres = samples[dist <= ball_r]
-            if len(centres) == 1:
-                idx = np.asarray(d.tree.query_ball_point(centres[0], ball_r), dtype=np.int64)
-            else:
-                idx_lists = d.tree.query_ball_point(centres, ball_r)
-                idx = np.unique(np.concatenate([np.asarray(x, dtype=np.int64)
-                                                for x in idx_lists]))
-            cen = d.centres_q[idx]
-            segc, _ = point_segment_distance(cen, a, b)
-            m = float(segc.min())
-            cands.append(cen[segc <= m + r_cell + 1e-9])
-            out.append(None)
-        if cands:
-            counts = np.array([len(c) for c in cands])
-            allc = np.concatenate(cands)
-            dist_box, t_box = segment_box_distance(a, b, allc - sp / 2, allc + sp / 2)
-            start = 0
-            results = []
-            for cnt in counts:
-                seg = dist_box[start:start + cnt]
-                best = int(np.argmin(seg))
-                value = float(seg[best])
-                # Beyond the cap only "truth >= cap" is guaranteed (every cell that could
-                # be closer than the cap was examined): report the cap as a lower bound.
-                results.append((value, float(t_box[start + best])) if value < cap
-                               else (cap + 1e-6, 0.0))
-                start += cnt
-            it = iter(results)
-            out = [next(it) if o is None else o for o in out]
-        return out  # type: ignore[return-value]
+        e = cell[0, cols].astype(np.int64)
+        found = (e >= 0) & ~zero[0, cols]
+        dist = np.full(len(cols), float(cap) + 1e-6)
+        t = np.zeros(len(cols))
+        if found.any():
+            c = self._index.cells[e[found]]
+            dist[found], t[found] = segment_box_distance(a, b, c - sp / 2, c + sp / 2)
+        z = zero[0, cols]
+        if z.any():
+            # an endpoint lies in one of its cells: distance 0 at that end
+            za = self.endpoint_zero(a, a)[0, cols]
+            dist[z] = 0.0
+            t[z] = np.where(za[z], 0.0, 1.0)
+        return [(float(x), float(y)) for x, y in zip(dist, t)]
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(

@@ -37,11 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.progress import ProgressCallback, report
-from ir_planner.planning.clearance_table import (
-    SurfaceIndex,
-    build_surface_index,
-    structure_distances,
-)
+from ir_planner.planning.clearance_table import SurfaceIndex, structure_distances
 from ir_planner.planning.geometry import segment_box_distance
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
 from ir_planner.planning.tube import forbidden_maps, low_t_range, tube_distances
@@ -84,16 +80,17 @@ class SearchConstraints:
     min_separation_deg : float
         Minimum angle between the directions of two suggestions (diversity).
     exact_clearance : bool
-        Report every candidate's minimum clearance within the accuracy contract
-        (slower). Otherwise it is within the contract wherever it is below the score's
-        clearance saturation + needle radius (≈ 10.6 mm) and flagged
-        ``min_clearance_exact``; farther candidates get the guaranteed lower bound
-        (≥ that range). Feasibility is exact either way.
+        Only without ``all_clearances``: compute every candidate's minimum clearance
+        within the accuracy contract even beyond the score's clearance saturation +
+        needle radius (≈ 10.6 mm), where it is otherwise only a guaranteed lower bound
+        (``min_clearance_exact`` False).
     all_clearances : bool
-        Also compute the per-candidate × per-structure clearance table
-        (:attr:`SearchResult.clearance_mm`, every structure of the label map, within the
-        accuracy contract). Costs several seconds per 10,000 candidates (see
-        docs/planning.md), hence off by default.
+        Compute the per-candidate × per-structure clearance table
+        (:attr:`SearchResult.clearance_mm`: every structure of the label map, each value
+        within the accuracy contract; pairs of a forbidden structure near its margin
+        exact) and take every candidate's minimum clearance from it. Default on;
+        False = minimum clearance only, from distance-map bounds refined near the
+        needle (faster; see docs/planning.md).
     """
 
     max_length_mm: float | None = None
@@ -102,7 +99,7 @@ class SearchConstraints:
     min_organ_length_mm: dict[str, float] = field(default_factory=dict)
     min_separation_deg: float = 15.0
     exact_clearance: bool = False
-    all_clearances: bool = False
+    all_clearances: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (stored in the plan's settings)."""
@@ -677,75 +674,95 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     width_ok = tol_below + tol_above - 2e-3
     clear_range = sat + radius
     n_clear_refined = 0
-    t_ref = time.perf_counter()
-    if forb:
-        with np.errstate(invalid="ignore"):
-            refine = np.flatnonzero(~(u_hi - u_lo <= width_ok) & (u_lo < clear_range))
-        if len(refine):
-            # Range: nothing closer than u_hi − width_ok means the truth lies in
-            # [u_hi − width_ok, u_hi], inside the contract; anything closer is exact.
-            r_ref = np.minimum(u_hi[refine].astype(float) - width_ok, clear_range)
-            r_ref = np.where(np.isfinite(r_ref), r_ref, float(max_len) + 1.0) + 2e-3
-            # Only path parts whose guaranteed lower bound is below the range can hold
-            # a cell closer than it (fine samples, nearest lattice corner).
-            t_from, t_to = low_t_range(eq[refine].astype(float), tq.astype(float), r_ref,
-                                       max(fine_step, 1.0), gf.u_lo,
-                                       gf.block.astype(float), sp.astype(float))
-            timings["clearance_t_range"] = time.perf_counter() - t_ref
-            dist_r = tube_distances(eq[refine].astype(float), tq.astype(float),
-                                    engine.labels.layers, gf.luts, sp, frame.shape_ijk,
-                                    r_ref, len(forb), gf.fmap, t_range=(t_from, t_to),
-                                    min_only=True, bmap=gf.bmap)
-            dmin = dist_r.min(axis=1)
-            found = np.isfinite(dmin)
-            u_lo[refine] = np.where(found, dmin, np.maximum(u_lo[refine], r_ref - 1e-3))
-            u_hi[refine] = np.where(found, dmin, u_hi[refine])
-            n_clear_refined = len(refine)
-    timings["clearance_refine"] = time.perf_counter() - t_ref
-    with np.errstate(invalid="ignore"):
-        is_exact = (u_hi - u_lo <= width_ok) & np.isfinite(u_lo)
-    if forb and c.exact_clearance:
-        # Beyond the tube range: the engine's exact method (k-d tree of boundary cells +
-        # exact cell distances), structures in order of their bounding-box distance.
-        need = np.flatnonzero(~is_exact & np.isfinite(u_lo))
-        if len(need):
-            bb_lo = np.array([d.bbox_lo for d in forb]) * sp - sp / 2
-            bb_hi = np.array([d.bbox_hi for d in forb]) * sp + sp / 2
-            bd_all, _ = segment_box_distance(eq[need].astype(float)[:, None, :],
-                                             tq.astype(float)[None, None, :],
-                                             bb_lo[None, :, :], bb_hi[None, :, :])
-            for row, i in enumerate(need):
-                a_q = eq[i].astype(float)
-                b_q = tq.astype(float)
-                bd = bd_all[row]
-                best = float(u_hi[i])
-                for k in np.argsort(bd):
-                    if bd[k] >= best:
-                        break
-                    dist_k, _ = engine._exact_q(forb[k], a_q, b_q, cap=best)
-                    best = min(best, dist_k)
-                u_lo[i] = u_hi[i] = best
-                is_exact[i] = True
-            n_clear_refined += len(need)
-    min_clear = np.where(is_exact, np.minimum(u_lo + tol_above, u_hi), u_lo).astype(float)
-    min_clear -= radius
-    min_clear[~np.isfinite(u_lo)] = np.inf
-    clear_lb = np.where(np.isfinite(u_lo), u_lo.astype(float) - radius, np.nan)
-    # The structure closest to violating its margin (smallest clearance − margin).
-    closest = np.array([forb[k].struct.name if forb else "" for k in arg_hi], dtype=object)
-    timings["feasibility"] = time.perf_counter() - t2
-
-    # -- per-structure clearance table (optional) ------------------------------------------
     table = np.zeros((0, 0), dtype=np.float32)
     table_names: list[str] = []
     if c.all_clearances:
+        # Per-candidate × per-structure table within the contract; pairs of a forbidden
+        # structure near its margin are recomputed exactly, so that "feasible" and the
+        # table agree (every feasible candidate is ≥ margin from every structure).
         t_tab = time.perf_counter()
-        sidx, table_names = surface_index(engine)
-        timings["clearance_index"] = time.perf_counter() - t_tab
-        t_tab = time.perf_counter()
-        table = clearance_table(engine, sidx, table_names, eq.astype(float),
+        table_names = list(engine._data)
+        table = clearance_table(engine, engine.surface_index, table_names, eq.astype(float),
                                 tq.astype(float), tol_below, tol_above, radius)
+        min_clear = np.full(n, np.inf)
+        if forb:
+            cols = np.array([engine._data[d.struct.name].index for d in forb], dtype=np.int64)
+            near = np.abs(table[:, cols] - margins[None, :].astype(np.float32)) <= (
+                tol_below + tol_above + 1e-3)
+            rows = np.flatnonzero(near.any(axis=1))
+            if len(rows):
+                want = np.zeros(len(table_names), dtype=bool)
+                want[cols] = True
+                zero = engine.endpoint_zero(eq[rows].astype(float), tq.astype(float))
+                _, hi = structure_distances(engine.surface_index, eq[rows].astype(float),
+                                            tq.astype(float), zero=zero, want=want)
+                sub = table[rows][:, cols]
+                table[np.ix_(rows, cols)] = np.where(near[rows], hi[:, cols] - radius, sub)
+                n_clear_refined = len(rows)
+            min_clear = table[:, cols].min(axis=1).astype(float)
+        is_exact = np.ones(n, dtype=bool)
+        # values are ≤ 0.25 mm above the truth: a guaranteed lower bound
+        clear_lb = min_clear - tol_above
         timings["clearance_table"] = time.perf_counter() - t_tab
+    else:
+        n_clear_refined = 0
+        t_ref = time.perf_counter()
+        if forb:
+            with np.errstate(invalid="ignore"):
+                refine = np.flatnonzero(~(u_hi - u_lo <= width_ok) & (u_lo < clear_range))
+            if len(refine):
+                # Range: nothing closer than u_hi − width_ok means the truth lies in
+                # [u_hi − width_ok, u_hi], inside the contract; anything closer is exact.
+                r_ref = np.minimum(u_hi[refine].astype(float) - width_ok, clear_range)
+                r_ref = np.where(np.isfinite(r_ref), r_ref, float(max_len) + 1.0) + 2e-3
+                # Only path parts whose guaranteed lower bound is below the range can hold
+                # a cell closer than it (fine samples, nearest lattice corner).
+                t_from, t_to = low_t_range(eq[refine].astype(float), tq.astype(float), r_ref,
+                                           max(fine_step, 1.0), gf.u_lo,
+                                           gf.block.astype(float), sp.astype(float))
+                timings["clearance_t_range"] = time.perf_counter() - t_ref
+                dist_r = tube_distances(eq[refine].astype(float), tq.astype(float),
+                                        engine.labels.layers, gf.luts, sp, frame.shape_ijk,
+                                        r_ref, len(forb), gf.fmap, t_range=(t_from, t_to),
+                                        min_only=True, bmap=gf.bmap)
+                dmin = dist_r.min(axis=1)
+                found = np.isfinite(dmin)
+                u_lo[refine] = np.where(found, dmin, np.maximum(u_lo[refine], r_ref - 1e-3))
+                u_hi[refine] = np.where(found, dmin, u_hi[refine])
+                n_clear_refined = len(refine)
+        timings["clearance_refine"] = time.perf_counter() - t_ref
+        with np.errstate(invalid="ignore"):
+            is_exact = (u_hi - u_lo <= width_ok) & np.isfinite(u_lo)
+        if forb and c.exact_clearance:
+            # Beyond the tube range: the engine's exact method (k-d tree of boundary cells +
+            # exact cell distances), structures in order of their bounding-box distance.
+            need = np.flatnonzero(~is_exact & np.isfinite(u_lo))
+            if len(need):
+                bb_lo = np.array([d.bbox_lo for d in forb]) * sp - sp / 2
+                bb_hi = np.array([d.bbox_hi for d in forb]) * sp + sp / 2
+                bd_all, _ = segment_box_distance(eq[need].astype(float)[:, None, :],
+                                                 tq.astype(float)[None, None, :],
+                                                 bb_lo[None, :, :], bb_hi[None, :, :])
+                for row, i in enumerate(need):
+                    a_q = eq[i].astype(float)
+                    b_q = tq.astype(float)
+                    bd = bd_all[row]
+                    best = float(u_hi[i])
+                    for k in np.argsort(bd):
+                        if bd[k] >= best:
+                            break
+                        dist_k, _ = engine._exact_q(forb[k], a_q, b_q, cap=best)
+                        best = min(best, dist_k)
+                    u_lo[i] = u_hi[i] = best
+                    is_exact[i] = True
+                n_clear_refined += len(need)
+        min_clear = np.where(is_exact, np.minimum(u_lo + tol_above, u_hi), u_lo).astype(float)
+        min_clear -= radius
+        min_clear[~np.isfinite(u_lo)] = np.inf
+        clear_lb = np.where(np.isfinite(u_lo), u_lo.astype(float) - radius, np.nan)
+    # The structure closest to violating its margin (smallest clearance − margin).
+    closest = np.array([forb[k].struct.name if forb else "" for k in arg_hi], dtype=object)
+    timings["feasibility"] = time.perf_counter() - t2
 
     # -- soft objectives, score, Pareto set ----------------------------------------------------
     t3 = time.perf_counter()
@@ -809,21 +826,9 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
 
 
 def surface_index(engine: "PlanningEngine") -> tuple[SurfaceIndex, list[str]]:
-    """The engine's cached surface-cell index of every structure (built on first use),
-    and the structure names in column order."""
-    cached = engine.__dict__.get("_surface_index")
-    names = list(engine._data)
-    if cached is not None and cached[1] == names:
-        return cached[0], cached[1]
-    labels = engine.labels
-    n_lut = max(int(layer.max()) for layer in labels.layers) + 1
-    luts = np.full((len(labels.layers), n_lut), -1, dtype=np.int16)
-    for n, name in enumerate(names):
-        st = engine._data[name].struct
-        luts[st.layer, st.label] = n
-    index = build_surface_index(labels.layers, luts, len(names), engine.frame.spacing_mm)
-    engine.__dict__["_surface_index"] = (index, names, luts)
-    return index, names
+    """The engine's surface-cell index of every structure and the structure names in
+    column order (built with the engine)."""
+    return engine.surface_index, list(engine._data)
 
 
 def clearance_table(engine: "PlanningEngine", index: SurfaceIndex, names: list[str],
@@ -831,26 +836,7 @@ def clearance_table(engine: "PlanningEngine", index: SurfaceIndex, names: list[s
                     tol_above: float, radius_mm: float) -> NDArray[np.float32]:
     """Clearance (mm) of every segment ``a_q[n] → b_q`` (q-space) to every structure,
     within the accuracy contract (see :attr:`SearchResult.clearance_mm`)."""
-    luts = engine.__dict__["_surface_index"][2]
-    shape = np.asarray(engine.frame.shape_ijk)
-    sp = engine.frame.spacing_mm
-    n = len(a_q)
-    zero = np.zeros((n, len(names)), dtype=bool)
-    # Endpoints inside a cell of a structure: distance 0 (only surface cells are searched).
-    for pts, rows in ((a_q, np.arange(n)), (b_q[None, :], None)):
-        u = pts / sp
-        inside = np.all((u >= -0.5) & (u <= shape - 0.5), axis=1)
-        ijk = np.clip(np.floor(u + 0.5).astype(np.int64), 0, shape - 1)
-        for li, layer in enumerate(engine.labels.layers):
-            lab = layer[ijk[:, 2], ijk[:, 1], ijk[:, 0]].astype(np.int64)
-            s_idx = np.where(lab < luts.shape[1], luts[li][np.minimum(lab, luts.shape[1] - 1)],
-                             -1)
-            hit = inside & (lab > 0) & (s_idx >= 0)
-            if rows is None:
-                if hit[0]:
-                    zero[:, s_idx[0]] = True
-            else:
-                zero[rows[hit], s_idx[hit]] = True
+    zero = engine.endpoint_zero(a_q, b_q)
     # The truth lies in [lo, hi]; x = min(lo + 0.25, hi) honours the contract when
     # hi − lo ≤ 0.25 + tol_below. 2 µm of slack (1 µm each side) absorb the float32
     # rounding of lo and hi (≤ 3e-5 mm below 500 mm).

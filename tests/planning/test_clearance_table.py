@@ -16,7 +16,7 @@ from ir_planner.planning import Needle, PlanningEngine, SearchConstraints
 from ir_planner.planning.clearance_table import build_surface_index, structure_distances
 from ir_planner.planning.geometry import segment_box_distance
 
-from .synthetic import brute_force_clearance, make_grid
+from .synthetic import ExactOracle, brute_force_clearance, make_grid
 from .test_real_ct import load_case
 
 
@@ -42,10 +42,15 @@ def test_table_matches_exact_distance_real_ct(real) -> None:
     sel = rng.choice(res.n_candidates, 200, replace=False)
     datas = [eng._data[n] for n in names]
     tq = eng.frame.lps_to_q(np.asarray(centre, float))
+    oracle = ExactOracle(ct, labels)
     errs = []
-    for i in sel:
-        truth = np.array([d for d, _ in eng._exact_many(
-            datas, eng.frame.lps_to_q(res.entries_lps[i]), tq)]) - r
+    for n_i, i in enumerate(sel):
+        truth = np.array([oracle.distance(n, res.entries_lps[i], centre) for n in names]) - r
+        if n_i < 50:
+            # the engine's exact path (same kernel, tol 0) is exact
+            exact = np.array([d for d, _ in eng._exact_many(
+                datas, eng.frame.lps_to_q(res.entries_lps[i]), tq)]) - r
+            np.testing.assert_allclose(exact, truth, atol=1e-6)
         got = res.clearance_mm[i].astype(float)
         assert np.all(got <= truth + 0.25), (i, got - truth)
         assert np.all(got >= truth - tol_below), (i, got - truth)
@@ -128,7 +133,7 @@ def test_table_off_by_default() -> None:
     grid, labels = sphere_case()
     eng = PlanningEngine(grid, labels, needle=Needle(gauge=18, usable_length_mm=40.0))
     target = grid.index_to_world((np.asarray(grid.shape_ijk) - 1) / 2.0 + [-12, 0, 0])
-    res = eng.search(target, top_k=1)
+    res = eng.search(target, SearchConstraints(all_clearances=False), top_k=1)
     assert res.clearance_mm.shape == (0, 0) and res.structure_names == []
 
 
@@ -151,8 +156,18 @@ def test_cli_all_clearances_columns(real, shared_data, tmp_path, capsys) -> None
     assert len(rows) == res.n_candidates
     got = np.array([[float(r[c]) for c in cols] for r in rows[:300]])
     np.testing.assert_allclose(got, res.clearance_mm[:300], atol=2e-3)
+    # the table is the default; --no-all-clearances leaves its columns out
+    cand2 = tmp_path / "cand2.csv"
     assert main(["plan", str(img), "--labels", str(lab), "--target",
-                 *[f"{v:.3f}" for v in centre], "--all-clearances",
-                 "--entry", *[f"{v:.3f}" for v in res.entries_lps[0]]]) == 2
-    assert "--auto" in capsys.readouterr().err
+                 *[f"{v:.3f}" for v in centre], "--auto", "--top", "1", "--candidates-out",
+                 str(cand2)]) == 0
+    with cand2.open() as fh:
+        first = next(csv.DictReader(fh))
+    assert all(c in first for c in cols)
+    assert main(["plan", str(img), "--labels", str(lab), "--target",
+                 *[f"{v:.3f}" for v in centre], "--auto", "--top", "1", "--no-all-clearances",
+                 "--candidates-out", str(cand2)]) == 0
+    with cand2.open() as fh:
+        first = next(csv.DictReader(fh))
+    assert "min_clearance_mm" in first and not any(c in first for c in cols)
 
