@@ -311,7 +311,7 @@ def _query_kernel(a_q: NDArray[np.float64], b_q: NDArray[np.float64],
             dd = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
             inv_dd = 1.0 / dd if dd > 0.0 else 0.0
             for s in range(n_struct):
-                if not want[s]:
+                if not want[c, s]:
                     out_lo[c, s] = np.nan
                     out_hi[c, s] = np.nan
                     continue
@@ -459,8 +459,9 @@ def structure_distances(index: SurfaceIndex, a_q: NDArray[np.float64],
         Pairs known to be at distance 0 (an endpoint inside a cell of the structure).
         Endpoints inside *interior* cells must be flagged here: only surface cells are
         searched.
-    want : ndarray (n_struct,) bool, optional
-        Structures to compute (others get NaN); default all.
+    want : ndarray (n_struct,) or (n, n_struct) bool, optional
+        Structures to compute (for all segments, or per segment); others get NaN.
+        Default all.
     tol_mm : float
         Allowed width of the bounds: the search stops refining once everything not
         visited is at least ``upper − tol_mm`` away. 0 = exact.
@@ -486,6 +487,7 @@ def structure_distances(index: SurfaceIndex, a_q: NDArray[np.float64],
         zero = np.zeros((len(a_q), index.n_struct), dtype=bool)
     if want is None:
         want = np.ones(index.n_struct, dtype=bool)
+    want = np.broadcast_to(np.asarray(want, dtype=np.bool_), (len(a_q), index.n_struct))
     order, chunk_start = _spatial_chunks(a_q)
     lo, hi, cell = _query_kernel(
         a_q, b_q, index.cells, index.b1_box, index.b1_start, index.b2_box, index.b2_start,

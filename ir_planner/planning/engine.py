@@ -641,11 +641,13 @@ class PlanningEngine:
         cosang = np.abs(np.sum(normal * directions, axis=1))
         return np.degrees(np.arccos(np.clip(cosang, 0.0, 1.0)))
 
-    def precompute_search(self, *, progress: ProgressCallback | None = None) -> None:
-        """Build the search distance maps of all forbidden structures now (else lazily)."""
+    def precompute_search(self, *, fields: bool = False,
+                          progress: ProgressCallback | None = None) -> None:
+        """Load the search's compiled kernels now; with ``fields`` also build the
+        distance maps of the minimum-clearance-only search (else built lazily)."""
         from ir_planner.planning.search import precompute_fields
 
-        precompute_fields(self, progress=progress)
+        precompute_fields(self, fields=fields, progress=progress)
 
     # -- search and records ------------------------------------------------------------------
     def search(self, target_lps: ArrayLike, constraints: Any = None, *, top_k: int = 5,

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ir_planner.core.errors import InputError, PlanError
-from ir_planner.core.progress import ProgressCallback, report
+from ir_planner.core.progress import ProgressCallback, report, subrange
 from ir_planner.planning.clearance_table import SurfaceIndex, structure_distances
 from ir_planner.planning.geometry import segment_box_distance
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
@@ -437,10 +437,18 @@ def global_field(engine: "PlanningEngine", pad_mm: float = 15.0,
     return cache
 
 
-def precompute_fields(engine: "PlanningEngine", *, pad_mm: float = 15.0,
+def precompute_fields(engine: "PlanningEngine", *, pad_mm: float = 15.0, fields: bool = False,
                       progress: ProgressCallback | None = None) -> None:
-    """Build the search distance maps of every forbidden structure now (else lazily)."""
-    global_field(engine, pad_mm, progress)
+    """Load the search's compiled kernels now (numba's disk cache; compiled on the first
+    run after installation) and, with ``fields``, build the distance maps of every
+    forbidden structure that the minimum-clearance-only search
+    (``SearchConstraints(all_clearances=False)``) uses (else built lazily)."""
+    report(progress, 0.0, "loading the clearance kernel")
+    index = engine.surface_index
+    structure_distances(index, np.zeros((2, 3)), np.ones(3), tol_mm=1.0)
+    if fields:
+        global_field(engine, pad_mm, subrange(progress, 0.1, 1.0))
+    report(progress, 1.0, "search ready")
 
 
 # ---------------------------------------------------------------------------------------
@@ -539,9 +547,16 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     max_margin = max((d.struct.margin_mm for d in forb_all), default=0.0)
     pad_mm = max(sat, max_margin + engine.caution_band_mm) + radius + 2.0
     tf = time.perf_counter()
-    gf = global_field(engine, pad_mm, exclude=allowed)
+    gf: _GlobalField | None = None
+    if c.all_clearances:
+        forb = forb_all
+        margins = np.array([d.struct.margin_mm for d in forb], dtype=float)
+    else:
+        # distance-map bounds of every forbidden structure (built once per engine)
+        gf = global_field(engine, max(pad_mm, 15.0), exclude=allowed)
+        forb = gf.forb
+        margins = gf.margins
     timings["fields"] = time.perf_counter() - tf
-    forb = gf.forb
     g_lo = np.full(n, np.inf, dtype=np.float32)
     g_hi = np.full(n, np.inf, dtype=np.float32)
     u_lo = np.full(n, np.inf, dtype=np.float32)
@@ -565,7 +580,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
             rows = np.arange(len(idx))
             q = tq + tt[None, :, None] * (eq[idx] - tq)[:, None, :]
             half = (0.5 * length[idx] / (n_s - 1)).astype(np.float32)
-            if forb:
+            if gf is not None and forb:
                 glo, ghi, ulo, uhi, arg = gf.lookup(q, sp)
                 if mode == "nearest":
                     # Path parts whose guaranteed lower bound is below the radius (t = 0
@@ -603,53 +618,93 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
                                          n_s - 1)
                         capsule_t[idx] = (np.maximum(first, 1) - 0.5) / (n_s - 1)
 
-    sample_pass(np.flatnonzero(feasible), coarse_step, "coarse")
+    if gf is not None or track:
+        sample_pass(np.flatnonzero(feasible), coarse_step, "coarse")
     report(progress, 0.4, "scoring candidates")
     timings["sampling"] = time.perf_counter() - t1 - timings["fields"]
 
     # -- feasibility against forbidden structures (exact where bounds cannot decide) ------
     # g = min_s(dist_s - margin_s): feasible iff g >= needle radius.
     t2 = time.perf_counter()
-    amb = feasible & ~(g_lo >= radius) & ~(g_hi < radius)
-    n_amb0 = int(amb.sum())
-    sample_pass(np.flatnonzero(amb), fine_step, "nearest")
-    amb = feasible & ~(g_lo >= radius) & ~(g_hi < radius)
-    n_amb1 = int(amb.sum())
-    ok_sure = g_lo >= radius
-    bad_sure = g_hi < radius
-    amb = feasible & ~ok_sure & ~bad_sure
-    margins = gf.margins
-    amb_idx = np.flatnonzero(amb)
-    n_tube = len(amb_idx)
-    t_tube = time.perf_counter()
-    # Exact pass (compiled tube kernel): every forbidden cell within max margin + radius
-    # of the path parts whose lower bound is below the radius gets its exact
-    # segment-to-cell distance; a structure's value below margin + radius is exact,
-    # otherwise the structure is at least that far (see ir_planner.planning.tube).
-    tube_dist = np.zeros((0, len(forb)), dtype=np.float32)
-    if n_tube and forb:
-        r_tube = float(margins.max()) + radius + 1e-3
-        tube_dist = tube_distances(
-            eq[amb_idx].astype(float), tq.astype(float), engine.labels.layers, gf.luts,
-            sp, frame.shape_ijk, r_tube, len(forb), gf.fmap,
-            t_range=(1.0 - t_hi_s[amb_idx], 1.0 - t_lo_s[amb_idx]), bmap=gf.bmap)
-        val = tube_dist - margins[None, :].astype(np.float32)
-        k_min = np.argmin(val, axis=1)
-        g_exact = val[np.arange(n_tube), k_min]
-        bad_t = g_exact < radius
-        g_lo[amb_idx] = np.where(bad_t, g_exact, np.maximum(g_lo[amb_idx], radius))
-        g_hi[amb_idx] = np.where(bad_t, g_exact, g_hi[amb_idx])
-        arg_hi[amb_idx[bad_t]] = k_min[bad_t]
-        bad_sure[amb_idx] = bad_t
-        # Minimum clearance bounds: a structure's value below margin + radius is exact;
-        # otherwise the structure lies in [margin + radius, value].
-        thr = (margins + radius).astype(np.float32)[None, :]
-        exact_k = tube_dist < thr
-        lo_k = np.where(exact_k, tube_dist, thr)
-        u_lo[amb_idx] = np.maximum(u_lo[amb_idx], lo_k.min(axis=1))
-        u_hi[amb_idx] = np.minimum(u_hi[amb_idx], tube_dist.min(axis=1))
-    n_refined = n_tube
-    timings["exact_tube"] = time.perf_counter() - t_tube
+    # Accuracy contract: a reported clearance is at most 0.25 mm above and at most
+    # max(0.5 mm, half the largest spacing) below the truth.
+    tol_below = max(0.5, 0.5 * float(sp.max()))
+    tol_above = 0.25
+    n_amb0 = n_amb1 = n_tube = n_clear_refined = 0
+    table = np.zeros((0, 0), dtype=np.float32)
+    table_names: list[str] = []
+    if c.all_clearances:
+        # Per-candidate × per-structure clearance table within the contract (compiled
+        # branch and bound over every structure's surface cells). A pair whose value
+        # is within the contract's window of the structure's margin is recomputed
+        # exactly, so feasibility (clearance ≥ margin for every forbidden structure) is
+        # decided exactly and agrees with the table.
+        t_tab = time.perf_counter()
+        table_names = list(engine._data)
+        table = clearance_table(engine, engine.surface_index, table_names, eq.astype(float),
+                                tq.astype(float), tol_below, tol_above, radius)
+        bad_sure = np.zeros(n, dtype=bool)
+        cols = np.array([engine._data[d.struct.name].index for d in forb], dtype=np.int64)
+        if forb and n:
+            m32 = margins.astype(np.float32)[None, :]
+            near = np.abs(table[:, cols] - m32) <= np.float32(tol_below + tol_above + 1e-3)
+            rows = np.flatnonzero(near.any(axis=1))
+            if len(rows):
+                want = np.zeros((len(rows), len(table_names)), dtype=bool)
+                want[:, cols] = near[rows]
+                zero = engine.endpoint_zero(eq[rows].astype(float), tq.astype(float))
+                _, hi = structure_distances(engine.surface_index, eq[rows].astype(float),
+                                            tq.astype(float), zero=zero, want=want)
+                sub = table[np.ix_(rows, cols)]
+                table[np.ix_(rows, cols)] = np.where(
+                    near[rows], hi[:, cols] - np.float32(radius), sub)
+                n_clear_refined = len(rows)
+            val = table[:, cols] - m32
+            arg_hi = np.argmin(val, axis=1)
+            bad_sure = val[np.arange(n), arg_hi] < 0.0
+        n_refined = n_clear_refined
+        timings["clearance_table"] = time.perf_counter() - t_tab
+    else:
+        assert gf is not None
+        amb = feasible & ~(g_lo >= radius) & ~(g_hi < radius)
+        n_amb0 = int(amb.sum())
+        sample_pass(np.flatnonzero(amb), fine_step, "nearest")
+        amb = feasible & ~(g_lo >= radius) & ~(g_hi < radius)
+        n_amb1 = int(amb.sum())
+        ok_sure = g_lo >= radius
+        bad_sure = g_hi < radius
+        amb = feasible & ~ok_sure & ~bad_sure
+        amb_idx = np.flatnonzero(amb)
+        n_tube = len(amb_idx)
+        t_tube = time.perf_counter()
+        # Exact pass (compiled tube kernel): every forbidden cell within max margin + radius
+        # of the path parts whose lower bound is below the radius gets its exact
+        # segment-to-cell distance; a structure's value below margin + radius is exact,
+        # otherwise the structure is at least that far (see ir_planner.planning.tube).
+        tube_dist = np.zeros((0, len(forb)), dtype=np.float32)
+        if n_tube and forb:
+            r_tube = float(margins.max()) + radius + 1e-3
+            tube_dist = tube_distances(
+                eq[amb_idx].astype(float), tq.astype(float), engine.labels.layers, gf.luts,
+                sp, frame.shape_ijk, r_tube, len(forb), gf.fmap,
+                t_range=(1.0 - t_hi_s[amb_idx], 1.0 - t_lo_s[amb_idx]), bmap=gf.bmap)
+            val = tube_dist - margins[None, :].astype(np.float32)
+            k_min = np.argmin(val, axis=1)
+            g_exact = val[np.arange(n_tube), k_min]
+            bad_t = g_exact < radius
+            g_lo[amb_idx] = np.where(bad_t, g_exact, np.maximum(g_lo[amb_idx], radius))
+            g_hi[amb_idx] = np.where(bad_t, g_exact, g_hi[amb_idx])
+            arg_hi[amb_idx[bad_t]] = k_min[bad_t]
+            bad_sure[amb_idx] = bad_t
+            # Minimum clearance bounds: a structure's value below margin + radius is exact;
+            # otherwise the structure lies in [margin + radius, value].
+            thr = (margins + radius).astype(np.float32)[None, :]
+            exact_k = tube_dist < thr
+            lo_k = np.where(exact_k, tube_dist, thr)
+            u_lo[amb_idx] = np.maximum(u_lo[amb_idx], lo_k.min(axis=1))
+            u_hi[amb_idx] = np.minimum(u_hi[amb_idx], tube_dist.min(axis=1))
+        n_refined = n_tube
+        timings["exact_tube"] = time.perf_counter() - t_tube
     bad_any = feasible & bad_sure
     for i in np.flatnonzero(bad_any):
         reason[i] = f"near {forb[arg_hi[i]].struct.name}"
@@ -661,51 +716,24 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         reject(feasible & (got < need), f"< {need:g} mm through {organ_name}")
 
     # -- minimum clearance per candidate -------------------------------------------------------
-    # Accuracy contract: a reported clearance is at most 0.25 mm above and at most
-    # max(0.5 mm, half the largest spacing) below the truth. With truth in [u_lo, u_hi],
+    # With the table: the minimum of its forbidden columns. Without it: with truth in [u_lo, u_hi],
     # x = min(u_lo + 0.25, u_hi) honours it iff u_hi − u_lo ≤ 0.25 + that tolerance.
     # Wider bounds are refined exactly with the tube kernel (range u_hi: every cell
     # closer than the current upper bound is visited) while the lower bound is below
     # ``clearance_range`` (the score saturation + radius); beyond it only the guaranteed
     # lower bound is known and the candidate is flagged ``min_clearance_exact = False``,
     # unless ``exact_clearance`` asks for the exact computation there too.
-    tol_below = max(0.5, 0.5 * float(sp.max()))
-    tol_above = 0.25
     width_ok = tol_below + tol_above - 2e-3
     clear_range = sat + radius
-    n_clear_refined = 0
-    table = np.zeros((0, 0), dtype=np.float32)
-    table_names: list[str] = []
     if c.all_clearances:
-        # Per-candidate × per-structure table within the contract; pairs of a forbidden
-        # structure near its margin are recomputed exactly, so that "feasible" and the
-        # table agree (every feasible candidate is ≥ margin from every structure).
-        t_tab = time.perf_counter()
-        table_names = list(engine._data)
-        table = clearance_table(engine, engine.surface_index, table_names, eq.astype(float),
-                                tq.astype(float), tol_below, tol_above, radius)
         min_clear = np.full(n, np.inf)
-        if forb:
-            cols = np.array([engine._data[d.struct.name].index for d in forb], dtype=np.int64)
-            near = np.abs(table[:, cols] - margins[None, :].astype(np.float32)) <= (
-                tol_below + tol_above + 1e-3)
-            rows = np.flatnonzero(near.any(axis=1))
-            if len(rows):
-                want = np.zeros(len(table_names), dtype=bool)
-                want[cols] = True
-                zero = engine.endpoint_zero(eq[rows].astype(float), tq.astype(float))
-                _, hi = structure_distances(engine.surface_index, eq[rows].astype(float),
-                                            tq.astype(float), zero=zero, want=want)
-                sub = table[rows][:, cols]
-                table[np.ix_(rows, cols)] = np.where(near[rows], hi[:, cols] - radius, sub)
-                n_clear_refined = len(rows)
+        if forb and n:
             min_clear = table[:, cols].min(axis=1).astype(float)
         is_exact = np.ones(n, dtype=bool)
         # values are ≤ 0.25 mm above the truth: a guaranteed lower bound
         clear_lb = min_clear - tol_above
-        timings["clearance_table"] = time.perf_counter() - t_tab
     else:
-        n_clear_refined = 0
+        assert gf is not None
         t_ref = time.perf_counter()
         if forb:
             with np.errstate(invalid="ignore"):
