@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from ir_planner.core.errors import InputError, PlanError
@@ -879,21 +880,39 @@ def _pareto(obj: NDArray[np.float32]) -> NDArray[np.bool_]:
     """Non-dominated rows of ``obj`` (all objectives minimised).
 
     Rows are visited in lexicographic order; a row can only be dominated by one
-    visited before it, and only front members need checking.
+    visited before it, and only front members need checking (compiled loop).
     """
-    n = len(obj)
-    keep = np.zeros(n, dtype=bool)
-    order = np.lexsort(obj.T[::-1])
-    front = np.empty((0, obj.shape[1]), dtype=obj.dtype)
+    obj = np.ascontiguousarray(obj, dtype=np.float64)
+    order = np.lexsort(obj.T[::-1]).astype(np.int64)
+    return _pareto_kernel(obj, order)
+
+
+@njit(cache=True)
+def _pareto_kernel(obj: NDArray[np.float64], order: NDArray[np.int64]) -> NDArray[np.bool_]:
+    n, m = obj.shape
+    keep = np.zeros(n, dtype=np.bool_)
+    front = np.empty((n, m))
+    nf = 0
     for i in order:
-        p = obj[i]
-        if len(front) and np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1)):
-            continue
-        if len(front) and np.any(np.all(front == p, axis=1)):
-            keep[i] = True
+        dominated = False
+        for f in range(nf):
+            le = True
+            lt = False
+            for k in range(m):
+                if front[f, k] > obj[i, k]:
+                    le = False
+                    break
+                if front[f, k] < obj[i, k]:
+                    lt = True
+            if le and lt:
+                dominated = True
+                break
+        if dominated:
             continue
         keep[i] = True
-        front = np.vstack([front, p])
+        for k in range(m):
+            front[nf, k] = obj[i, k]
+        nf += 1
     return keep
 
 
