@@ -86,7 +86,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-cc-angle", type=float, default=None, metavar="DEG",
                    help="largest craniocaudal angle in degrees (0 = in-plane only)")
     p.add_argument("--exclude-region", action="append", default=[], choices=sorted(REGIONS),
-                   help="skin region not to enter through (repeatable), e.g. posterior")
+                   help="skin region not to enter through (repeatable), e.g. posterior; "
+                        "'table' = the side the patient lies on (from the DICOM "
+                        "PatientPosition; posterior when unknown)")
+    p.add_argument("--exclude-sphere", type=float, nargs=4, action="append", default=[],
+                   metavar=("X", "Y", "Z", "R"),
+                   help="exclude skin entries within R mm of the LPS point X Y Z (mm), e.g. "
+                        "a wound or stoma (repeatable)")
     p.add_argument("--min-organ-length", nargs=2, action="append", default=[],
                    metavar=("ORGAN", "MM"),
                    help="minimum length through an organ, e.g. liver 10 (repeatable)")
@@ -178,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
     entry = parse_point(args.entry, "--entry")
     constraints = SearchConstraints(
         max_length_mm=needle.usable_length_mm, max_cc_angle_deg=args.max_cc_angle,
-        excluded_regions=tuple(args.exclude_region), min_organ_length_mm=min_len,
+        excluded_regions=tuple(args.exclude_region),
+        excluded_spheres=tuple(tuple(float(v) for v in sph) for sph in args.exclude_sphere),
+        min_organ_length_mm=min_len,
         min_separation_deg=args.min_separation, exact_clearance=args.exact_candidates,
         all_clearances=args.all_clearances)
 

@@ -51,11 +51,33 @@ __all__ = ["SearchConstraints", "SearchWeights", "SearchResult", "search", "REGI
 #: Sample step (mm) of the first, coarse pass over every candidate path.
 COARSE_STEP_MM = 3.0
 #: Skin regions by outward-normal direction (LPS): excluded when normal·dir > cos 45°.
+#: "table" is the side the patient lies on, from the DICOM PatientPosition (see
+#: :func:`table_side`).
 REGIONS: dict[str, tuple[float, float, float]] = {
     "anterior": (0.0, -1.0, 0.0), "posterior": (0.0, 1.0, 0.0),
     "left": (1.0, 0.0, 0.0), "right": (-1.0, 0.0, 0.0),
     "superior": (0.0, 0.0, 1.0), "inferior": (0.0, 0.0, -1.0),
+    "table": (0.0, 0.0, 0.0),
 }
+
+#: PatientPosition → the skin side lying on the table.
+_TABLE_SIDE = {"HFS": "posterior", "FFS": "posterior", "HFP": "anterior", "FFP": "anterior",
+               "HFDL": "left", "FFDL": "left", "HFDR": "right", "FFDR": "right"}
+
+
+def table_side(patient_position: str | None) -> tuple[str, str]:
+    """The skin region lying on the table for a DICOM PatientPosition, and a note.
+
+    Supine (HFS/FFS) → posterior, prone (HFP/FFP) → anterior, decubitus left
+    (HFDL/FFDL: left side down) → left, decubitus right → right. Unknown or missing
+    (e.g. a NIfTI image) → posterior (supine, the usual position for percutaneous
+    procedures), said in the note.
+    """
+    pos = (patient_position or "").strip().upper()
+    if pos in _TABLE_SIDE:
+        return _TABLE_SIDE[pos], f"table side {_TABLE_SIDE[pos]} (PatientPosition {pos})"
+    what = f"PatientPosition {pos!r} not recognised" if pos else "no PatientPosition"
+    return "posterior", f"table side taken as posterior (supine): {what}"
 
 
 @dataclass
@@ -72,7 +94,11 @@ class SearchConstraints:
     excluded_regions : tuple of str
         Skin regions not to enter through ("posterior" for a supine patient, ...),
         see :data:`REGIONS`; a skin point belongs to a region when its outward
-        normal is within 45° of that direction.
+        normal is within 45° of that direction. "table" is the side the patient
+        lies on, from the image's DICOM PatientPosition (:func:`table_side`).
+    excluded_spheres : tuple of (x, y, z, radius)
+        Skin points within ``radius`` mm of an LPS point (mm) are excluded (a wound,
+        stoma, drain, dressing, ...).
     min_organ_length_mm : dict
         Organ name → minimum length (mm) the needle must travel through it (e.g.
         ``{"liver": 10}`` for normal parenchyma before a liver lesion). Measured on
@@ -97,6 +123,7 @@ class SearchConstraints:
     max_length_mm: float | None = None
     max_cc_angle_deg: float | None = None
     excluded_regions: tuple[str, ...] = ()
+    excluded_spheres: tuple[tuple[float, float, float, float], ...] = ()
     min_organ_length_mm: dict[str, float] = field(default_factory=dict)
     min_separation_deg: float = 15.0
     exact_clearance: bool = False
@@ -106,6 +133,7 @@ class SearchConstraints:
         """JSON-friendly form (stored in the plan's settings)."""
         return {"max_length_mm": self.max_length_mm, "max_cc_angle_deg": self.max_cc_angle_deg,
                 "excluded_regions": list(self.excluded_regions),
+                "excluded_spheres": [list(x) for x in self.excluded_spheres],
                 "min_organ_length_mm": dict(self.min_organ_length_mm),
                 "min_separation_deg": self.min_separation_deg,
                 "exact_clearance": self.exact_clearance,
@@ -178,6 +206,8 @@ class SearchResult:
         default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     #: Structure names of the columns of :attr:`clearance_mm`.
     structure_names: list[str] = field(default_factory=list)
+    #: How constraints were resolved (e.g. which side "table" meant).
+    notes: list[str] = field(default_factory=list)
 
     def skin_risk(self) -> NDArray[np.float64]:
         """Risk per point of :meth:`PlanningEngine.skin_points` (n_skin_points,), for
@@ -203,8 +233,9 @@ class SearchResult:
         parts = [f"{name}: {100.0 * cnt / total:.1f}%"
                  for name, cnt in sorted(self.rejected.items(), key=lambda x: -x[1]) if cnt]
         n_ok = int(self.feasible.sum())
-        return (f"{n_ok} of {self.n_skin_points} skin points feasible "
+        text = (f"{n_ok} of {self.n_skin_points} skin points feasible "
                 f"({100.0 * n_ok / total:.1f}%); ruled out by " + (", ".join(parts) or "nothing"))
+        return text + (f" ({'; '.join(self.notes)})" if self.notes else "")
 
     def write_csv(self, path: str | os.PathLike[str]) -> Path:
         """One row per evaluated candidate (x, y, z LPS mm, feasible, clearance, length,
@@ -483,6 +514,10 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     for region in c.excluded_regions:
         if region not in REGIONS:
             raise InputError(f"unknown skin region {region!r}; use one of {sorted(REGIONS)}")
+    for sph in c.excluded_spheres:
+        if len(sph) != 4 or not np.all(np.isfinite(sph)) or not sph[3] > 0:
+            raise InputError(f"excluded sphere {tuple(sph)!r}: give x, y, z (LPS mm) and a "
+                             "radius > 0 mm")
     for organ in c.min_organ_length_mm:
         engine.structure(organ)
     timings: dict[str, float] = {}
@@ -517,9 +552,20 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         reason[new] = why
         feasible[mask] = False
 
+    notes: list[str] = []
     for region in c.excluded_regions:
-        reject(nrm @ np.asarray(REGIONS[region]) > math.cos(math.radians(45.0)),
-               f"excluded region {region}")
+        side = region
+        if region == "table":
+            meta = (engine.image.metadata if engine.image is not None else {}) or {}
+            side, note = table_side(meta.get("patient_position")
+                                    or engine.grid.metadata.get("patient_position"))
+            notes.append(note)
+        reject(nrm @ np.asarray(REGIONS[side]) > math.cos(math.radians(45.0)),
+               f"excluded region {region}" + (f" ({side})" if side != region else ""))
+    for k, sph in enumerate(c.excluded_spheres):
+        centre = np.asarray(sph[:3], dtype=float)
+        reject(np.linalg.norm(entries - centre, axis=1) <= float(sph[3]),
+               f"excluded sphere {k + 1} ({float(sph[3]):g} mm)")
     cc = np.degrees(np.arcsin(np.clip(direction[:, 2], -1.0, 1.0)))
     if c.max_cc_angle_deg is not None:
         slice_mm = float(np.max(np.abs(frame.rotation[2] * sp)))
@@ -847,7 +893,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         score=score, risk=risk, pareto=pareto, suggestions=suggestions, rejected=rejected,
         n_skin_points=n_skin, constraints=c, weights=w, timings_s=timings,
         skin_index=np.flatnonzero(reach), min_clearance_lower_bound_mm=clear_lb,
-        clearance_mm=table, structure_names=table_names,
+        clearance_mm=table, structure_names=table_names, notes=notes,
         stats={"candidates": n, "exact_refinements": n_refined,
                "forbidden_structures": len(forb), "ambiguous_coarse": n_amb0, "ambiguous_nearest_corner": n_amb1,
                "exact_tube_paths": n_tube,

@@ -89,6 +89,8 @@ def test_plan_entry_in_process(real_files, capsys) -> None:
     (["--target-structure", "liver"], "give --entry"),
     (["--target-structure", "nope", "--auto"], "no structure named 'nope'"),
     (["--target-structure", "liver", "--auto", "--gauge", "3"], "gauge"),
+    (["--target-structure", "liver", "--auto", "--exclude-sphere", "0", "0", "0", "-5"],
+     "radius > 0 mm"),
 ])
 def test_bad_inputs_exit_2(small_files, capsys, extra, message) -> None:
     img, lab, centre, d = small_files
@@ -225,8 +227,10 @@ def test_plan_without_labels_sample_case(sample_case, tmp_path) -> None:
     out = tmp_path / "plan.json"
     proc = ir_planner("plan", str(sample_case.planning_dicom_dir), "--target",
                       *[f"{v:.3f}" for v in target], "--auto", "--top", "3",
-                      "--exclude-region", "posterior", "--out", str(out))
+                      "--exclude-region", "table", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
+    # the table side comes from the DICOM PatientPosition (HFS: supine)
+    assert "table side posterior (PatientPosition HFS)" in proc.stdout
     assert "no --labels given" in proc.stderr and "lesion found at the target" in proc.stderr
     assert "VESSELS ARE NOT AVOIDED" not in proc.stderr + proc.stdout
     plan = Plan.load(out)

@@ -167,3 +167,43 @@ def test_exact_clearance_covers_every_candidate(setup) -> None:
     for i in rng.choice(far, 10, replace=False):
         truth = brute_force_clearance(grid, mask, res.entries_lps[i], target, step_mm=0.1) - r
         assert truth - 0.05 - tol_below <= res.min_clearance_mm[i] <= truth + 0.25
+
+
+@pytest.mark.parametrize("position, side", [("HFS", "posterior"), ("FFS", "posterior"),
+                                            ("HFP", "anterior"), ("FFP", "anterior"),
+                                            ("HFDL", "left"), ("FFDR", "right"),
+                                            ("", "posterior"), ("XYZ", "posterior")])
+def test_table_side_from_patient_position(position, side) -> None:
+    from ir_planner.planning.search import table_side
+
+    got, note = table_side(position)
+    assert got == side
+    assert ("supine" in note) == (position not in ("HFS", "FFS", "HFP", "FFP", "HFDL", "FFDR"))
+
+
+def test_table_region_and_excluded_spheres(setup) -> None:
+    grid, labels, eng, target, _ = setup
+    # no PatientPosition on this synthetic grid: "table" = posterior, said in the notes
+    res_t = eng.search(target, SearchConstraints(excluded_regions=("table",)), top_k=1)
+    res_p = eng.search(target, SearchConstraints(excluded_regions=("posterior",)), top_k=1)
+    np.testing.assert_array_equal(res_t.feasible, res_p.feasible)
+    assert res_t.rejected["excluded region table (posterior)"] > 0
+    assert "posterior (supine)" in res_t.explain()
+    # a prone patient: the table side is anterior
+    prone = grid.with_array(np.asarray(grid.array),
+                            metadata={**grid.metadata, "patient_position": "HFP"})
+    eng_prone = PlanningEngine(prone, labels, needle=eng.needle)
+    res_a = eng_prone.search(target, SearchConstraints(excluded_regions=("table",)), top_k=1)
+    res_ant = eng.search(target, SearchConstraints(excluded_regions=("anterior",)), top_k=1)
+    np.testing.assert_array_equal(res_a.feasible, res_ant.feasible)
+    # spheres: every entry within the radius is excluded, nothing else
+    base = eng.search(target, top_k=1)
+    centre = base.entries_lps[np.flatnonzero(base.feasible)[0]]
+    res_s = eng.search(target, SearchConstraints(excluded_spheres=((*centre, 8.0),)), top_k=1)
+    inside = np.linalg.norm(res_s.entries_lps - centre, axis=1) <= 8.0
+    assert inside.sum() > 5
+    assert not res_s.feasible[inside].any()
+    np.testing.assert_array_equal(res_s.feasible[~inside], base.feasible[~inside])
+    assert res_s.rejected["excluded sphere 1 (8 mm)"] == int(inside.sum())
+    with pytest.raises(InputError, match="radius > 0"):
+        eng.search(target, SearchConstraints(excluded_spheres=((*centre, -1.0),)))
