@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
@@ -489,12 +490,24 @@ def structure_distances(index: SurfaceIndex, a_q: NDArray[np.float64],
         want = np.ones(index.n_struct, dtype=bool)
     want = np.broadcast_to(np.asarray(want, dtype=np.bool_), (len(a_q), index.n_struct))
     order, chunk_start = _spatial_chunks(a_q)
-    lo, hi, cell = _query_kernel(
-        a_q, b_q, index.cells, index.b1_box, index.b1_start, index.b2_box, index.b2_start,
-        index.b3_box, index.b3_start, index.s_start, index.b1_sph, index.b2_sph, index.b3_sph,
-        index.spacing_mm,
-        np.ascontiguousarray(zero, dtype=np.bool_), np.ascontiguousarray(want, dtype=np.bool_),
-        float(max(tol_mm, 0.0)), order, chunk_start, float(cap_mm))
+    # One chunk (a single path, e.g. while the user drags it): run on the calling thread.
+    # Waking the thread pool costs more than the query (≈ 15 ms instead of 0.6 ms when
+    # the cores are busy).
+    serial = len(chunk_start) <= 2
+    n_threads = numba.get_num_threads()
+    if serial:
+        numba.set_num_threads(1)
+    try:
+        lo, hi, cell = _query_kernel(
+            a_q, b_q, index.cells, index.b1_box, index.b1_start, index.b2_box,
+            index.b2_start, index.b3_box, index.b3_start, index.s_start, index.b1_sph,
+            index.b2_sph, index.b3_sph, index.spacing_mm,
+            np.ascontiguousarray(zero, dtype=np.bool_),
+            np.ascontiguousarray(want, dtype=np.bool_), float(max(tol_mm, 0.0)), order,
+            chunk_start, float(cap_mm))
+    finally:
+        if serial:
+            numba.set_num_threads(n_threads)
     if return_cells:
         return lo, hi, cell
     return lo, hi

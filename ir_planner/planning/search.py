@@ -241,13 +241,14 @@ class SearchResult:
         """One row per evaluated candidate (x, y, z LPS mm, feasible, clearance, length,
         score, ...), written atomically.
 
-        ``min_clearance_mm`` honours the accuracy contract (≤ 0.25 mm above, ≤ max(0.5
-        mm, half the largest spacing) below the truth) and is empty where only a lower
-        bound is known (candidates farther than the search's clearance range from
-        every forbidden structure); ``min_clearance_lower_bound_mm`` is a guaranteed
-        lower bound on every row. When the search computed the clearance table
-        (``all_clearances``), one column ``clearance_<name>_mm`` per structure follows
-        the standard columns."""
+        ``min_clearance_mm`` (smallest clearance to a forbidden structure) honours the
+        accuracy contract (≤ 0.25 mm above, ≤ max(0.5 mm, half the largest spacing)
+        below the truth); ``min_clearance_lower_bound_mm`` is a guaranteed lower bound.
+        With the clearance table (``all_clearances``, the default) one column
+        ``clearance_<name>_mm`` per structure follows the standard columns. Without
+        it, ``min_clearance_mm`` is empty where only the lower bound is known
+        (candidates farther than the search's clearance range from every forbidden
+        structure)."""
         out = Path(path)
         table_names = self.structure_names if self.clearance_mm.shape[0] else []
         if not out.parent.exists():
