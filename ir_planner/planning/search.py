@@ -262,6 +262,9 @@ class SearchResult:
                             "critical_structure", "length_mm", "score",
                             "risk", "pareto", "rejected_by"]
                            + [f"clearance_{name}_mm" for name in table_names])
+                # table part: one %-format per row ("inf" for an empty structure)
+                fmt = ",".join(["%.3f"] * len(table_names))
+                table = self.clearance_mm.astype(np.float64).tolist() if table_names else []
                 for n in range(self.n_candidates):
                     p = self.entries_lps[n]
                     # min_clearance_mm only where it honours the accuracy contract;
@@ -274,8 +277,7 @@ class SearchResult:
                                 self.critical_structure[n],
                                 f"{self.length_mm[n]:.2f}", _num(self.score[n], 4),
                                 f"{self.risk[n]:.4f}", int(self.pareto[n]), self.reason[n]]
-                               + [_num(float(v)) if np.isfinite(v) else "inf"
-                                  for v in (self.clearance_mm[n] if table_names else ())])
+                               + ((fmt % tuple(table[n])).split(",") if table_names else []))
             os.replace(tmp, out)
         except BaseException:
             if os.path.exists(tmp):
