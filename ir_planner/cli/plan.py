@@ -93,6 +93,9 @@ def register(subparsers: Any) -> None:
                    metavar=("X", "Y", "Z", "R"),
                    help="exclude skin entries within R mm of the LPS point X Y Z (mm), e.g. "
                         "a wound or stoma (repeatable)")
+    p.add_argument("--body-threshold", type=float, default=None, metavar="VALUE",
+                   help="threshold (image units) for the body outline when the labels have "
+                        "no body structure (default -300 HU on CT, automatic on MR)")
     p.add_argument("--min-organ-length", nargs=2, action="append", default=[],
                    metavar=("ORGAN", "MM"),
                    help="minimum length through an organ, e.g. liver 10 (repeatable)")
@@ -171,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
                              progress=subrange(progress, 0.2, 0.35))
         engine_range = (0.35, 0.6)
     engine = PlanningEngine(image, labels, overrides=plan.structure_overrides, needle=needle,
+                            body_threshold=args.body_threshold,
                             progress=subrange(progress, *engine_range))
     if args.target_structure:
         target = engine.structure_point(args.target_structure)
@@ -365,6 +369,7 @@ def _print(results: list[tuple[str, str, TrajectoryMetrics]], target: Any,
     print(f"target (LPS mm): {target[0]:.1f} {target[1]:.1f} {target[2]:.1f}  "
           f"in: {', '.join(engine.labels_at(target)) or '(no structure)'}")
     if search_result is not None:
+        print(f"skin from: {engine.body_source}")
         print("search: " + search_result.explain())
     rows = []
     for name, _, m in results:

@@ -135,6 +135,9 @@ class PlanningEngine:
     field_spacing_mm : float
         Search distance maps use blocks of ⌊field_spacing_mm / spacing⌋ voxels per
         axis (1 on grids coarser than this): bounds stay guaranteed, only looser.
+    body_threshold : float, optional
+        Threshold (image units) of the body outline when the labels have no body
+        structure; default −300 HU on CT, automatic (Otsu) on MR / non-HU images.
     progress : ProgressCallback, optional
         Reports the precomputation.
 
@@ -154,6 +157,7 @@ class PlanningEngine:
         needle: Needle = DEFAULT_NEEDLE,
         caution_band_mm: float = CAUTION_BAND_MM,
         field_spacing_mm: float = 1.5,
+        body_threshold: float | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
         if image is not None and not same_grid(image, labels.grid, tol_mm=1e-2):
@@ -180,7 +184,7 @@ class PlanningEngine:
         if not self._data:
             raise InputError("the label map has no non-empty structure; nothing to plan against")
         report(progress, 0.6, "body outline")
-        self.body, self.body_source = body_mask(image, labels)
+        self.body, self.body_source = body_mask(image, labels, threshold=body_threshold)
         self._skin: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
         self._skin_progress = subrange(progress, 0.6, 1.0)
         self.skin_points()

@@ -49,6 +49,7 @@ def test_plan_auto_subprocess_writes_valid_plan(real_files) -> None:
                       "--candidates-out", str(cand))
     assert proc.returncode == 0, proc.stderr
     assert "length (mm)" in proc.stdout and "clearance (mm)" in proc.stdout
+    assert "skin from: CT threshold -300 HU" in proc.stdout
     plan = Plan.load(out)
     assert [t.name for t in plan.trajectories] == ["auto1", "auto2", "auto3"]
     for t in plan.trajectories:
@@ -66,6 +67,14 @@ def test_plan_auto_subprocess_writes_valid_plan(real_files) -> None:
     rows = list(csv.DictReader(cand.open()))
     assert len(rows) == settings["search"]["candidates"] > 5000
     assert sum(r["feasible"] == "1" for r in rows) == settings["search"]["feasible"]
+
+
+def test_plan_body_threshold_option(real_files, capsys) -> None:
+    ct, lab, centre, d = real_files
+    assert main(["-q", "plan", str(ct), "--labels", str(lab), "--target",
+                 *[f"{v:.3f}" for v in centre], "--auto", "--top", "1",
+                 "--body-threshold", "-500"]) == 0
+    assert "skin from: threshold -500 (given)" in capsys.readouterr().out
 
 
 def test_plan_entry_in_process(real_files, capsys) -> None:
