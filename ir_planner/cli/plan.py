@@ -22,13 +22,13 @@ from typing import Any
 from ir_planner.cli.common import parse_point, print_table, progress_printer
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.labels import LabelMap
-from ir_planner.core.plan import CaseRef, Plan
+from ir_planner.core.plan import CaseRef, Plan, StructureOverride
 from ir_planner.core.progress import ProgressCallback, subrange
 from ir_planner.core.volume import ImageVolume
 from ir_planner.io.load import load_image
 from ir_planner.io.segmentation import load_labels, save_labels
 from ir_planner.planning.devices import Needle
-from ir_planner.planning.engine import PlanningEngine
+from ir_planner.planning.engine import UNNAMED, PlanningEngine
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
 from ir_planner.planning.search import REGIONS, SearchConstraints, SearchWeights
 from ir_planner.segmentation.auto import (
@@ -104,6 +104,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exact-candidates", action="store_true",
                    help="with --no-all-clearances: minimum clearance within the accuracy "
                         "contract for every candidate, also far from all structures (slower)")
+    p.add_argument("--allow", action="append", default=[], metavar="NAME",
+                   help="allow a forbidden structure for this plan (repeatable), e.g. the "
+                   "target's own bone for a bone biopsy: --allow vertebrae_L2 (recorded in "
+                   "the plan's structure overrides)")
     p.add_argument("--plan", type=Path, default=None, metavar="PLAN",
                    help="start from this plan file (its structure overrides apply)")
     p.add_argument("--out", type=Path, default=None, help="write the plan JSON here (atomic)")
@@ -138,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
                                  "segmentation); drop it or drop --labels")
     if args.lesion_radius is not None and not args.lesion_radius > 0:
         raise InputError(f"--lesion-radius must be > 0 mm; got {args.lesion_radius}")
+    if args.max_cc_angle is not None and not 0 <= args.max_cc_angle <= 90:
+        raise InputError(f"--max-cc-angle must be 0–90°; got {args.max_cc_angle}")
+    if not 0 <= args.min_separation <= 180:
+        raise InputError(f"--min-separation must be 0–180°; got {args.min_separation}")
     for path, what in ((args.out, "--out"), (args.candidates_out, "--candidates-out"),
                        (args.labels_out, "--labels-out")):
         if path is not None and not path.parent.exists():
@@ -148,9 +156,15 @@ def run(args: argparse.Namespace) -> int:
             min_len[organ] = float(mm)
         except ValueError as exc:
             raise InputError(f"--min-organ-length {organ} {mm}: {mm!r} is not a number") from exc
+        if not min_len[organ] >= 0:
+            raise InputError(f"--min-organ-length {organ} {mm}: must be ≥ 0 mm")
     needle = Needle(gauge=args.gauge, usable_length_mm=args.needle_length)
     progress = progress_printer(args)
     plan = Plan.load(args.plan) if args.plan is not None else Plan()
+    overrides = dict(plan.structure_overrides)
+    for name in args.allow:
+        current = overrides.get(name, StructureOverride())
+        overrides[name] = current.model_copy(update={"forbidden": False})
 
     auto_info: dict[str, Any] | None = None
     if auto_labels:
@@ -173,16 +187,18 @@ def run(args: argparse.Namespace) -> int:
         labels = load_labels(args.labels, image=image, names=args.names,
                              progress=subrange(progress, 0.2, 0.35))
         engine_range = (0.35, 0.6)
-    engine = PlanningEngine(image, labels, overrides=plan.structure_overrides, needle=needle,
+    engine = PlanningEngine(image, labels, overrides=overrides, needle=needle,
                             body_threshold=args.body_threshold,
                             progress=subrange(progress, *engine_range))
+    label_warnings = labels_warnings(labels, engine)
     if args.target_structure:
         target = engine.structure_point(args.target_structure)
     else:
         target = parse_point(args.target, "--target")
     assert target is not None
     engine.check_target(target)
-    target_structure = args.target_structure or ""
+    target_structure = (engine.structure(args.target_structure).name
+                        if args.target_structure else "")
     if auto_info is not None and auto_info.get("lesion"):
         target_structure = auto_info["lesion"]["name"]
     entry = parse_point(args.entry, "--entry")
@@ -209,7 +225,10 @@ def run(args: argparse.Namespace) -> int:
         if args.candidates_out is not None:
             search_result.write_csv(args.candidates_out)
         if not search_result.suggestions and entry is None:
-            raise PlanError("no feasible path to the target: " + search_result.explain())
+            written = (f" (every candidate and what ruled it out: {args.candidates_out})"
+                       if args.candidates_out is not None else "")
+            raise PlanError("no feasible path to the target: " + search_result.explain()
+                            + written)
         for n, m in enumerate(search_result.suggestions, start=1):
             results.append((f"auto{n}", "auto", m))
 
@@ -224,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
                           series_uid=image.series_uid, study_uid=image.study_uid,
                           patient_id=str(image.metadata.get("patient_id", "")),
                           description=pl.case.description if pl.case else "")
+        pl.structure_overrides = overrides
         pl.target_structure = target_structure
         pl.target_lps = (float(target[0]), float(target[1]), float(target[2]))
         names = {t.name for t in pl.trajectories}
@@ -237,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
             "body_outline": engine.body_source,
             "labels_source": ("automatic" if auto_info is not None else "file"),
             "automatic_segmentation": auto_info,
+            "labels_warnings": label_warnings,
             "structures": {s.name: {"category": s.category.value, "forbidden": s.forbidden,
                                     "margin_mm": s.margin_mm} for s in engine.structures},
             "search": ({"candidates": search_result.n_candidates,
@@ -258,6 +279,8 @@ def run(args: argparse.Namespace) -> int:
         if auto_info is not None:
             for w in auto_info["warnings"]:
                 print(f"WARNING: {w}")
+    for w in label_warnings:  # after the results: an error stays one line
+        print(f"WARNING: {w}", file=sys.stderr, flush=True)
     if args.out is not None:
         print(f"plan written to {args.out}")
     if args.candidates_out is not None and search_result is not None:
@@ -353,6 +376,32 @@ def apply_segmentation_limits(metrics: TrajectoryMetrics, info: dict[str, Any]) 
                            "not checked"]
         if metrics.verdict == Verdict.SAFE:
             metrics.verdict = Verdict.CAUTION
+
+
+def unnamed_structures(engine: PlanningEngine) -> list[str]:
+    """Structures that came without a name (the catalog cannot classify them)."""
+    return [s.name for s in engine.structures if UNNAMED.fullmatch(s.name)]
+
+
+def labels_warnings(labels: LabelMap, engine: PlanningEngine) -> list[str]:
+    """What the reader and the engine had to do, and what the labels cannot protect.
+
+    Printed on stderr and stored in the plan (``settings.planning.labels_warnings``):
+    resampling onto the image grid, dropped structures, unnamed labels, no forbidden
+    structure at all.
+    """
+    out = [*labels.warnings, *engine.warnings]
+    unnamed = unnamed_structures(engine)
+    if unnamed:
+        shown = ", ".join(unnamed[:8]) + (", ..." if len(unnamed) > 8 else "")
+        out.append(f"{len(unnamed)} structure(s) have no name ({shown}): nothing tells what "
+                   "they are, so they are NOT avoided; give the names table (--names) or a "
+                   "<stem>.labels.json sidecar")
+    if not engine.forbidden:
+        out.append("no structure in the labels is forbidden (vessels, bone, lung, airway, "
+                   "bowel, nerves): no path is checked against anything, so none is called "
+                   "safe")
+    return out
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -62,14 +62,16 @@ class NamesTable:
     source : str
         Where the table came from (file name or ``"names argument"``), for messages.
     strict : bool
-        Whether naming a label that is absent from the map is an error.
+        Whether naming a label that is absent from the map is an error (the project's
+        own sidecar); otherwise such names are skipped with a warning (a full class
+        table, e.g. TotalSegmentator's, used on a partial scan).
     layer_files : list of str or None
         For the project's own sidecar: file names of the layers (layer 0 first).
     """
 
     entries: list[NameEntry]
     source: str
-    strict: bool = True
+    strict: bool = False
     layer_files: list[str] | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -1,7 +1,9 @@
 """The patient's body and skin surface: where needles can enter.
 
-The body comes from a segmented body/skin structure when the label map has one
-(category ``BODY``), otherwise from thresholding the image:
+The body comes from a segmented outline structure when the label map has one
+(category ``BODY`` and named like an outline: ``body``, ``skin``, ``body_trunc``,
+``External``; not ``face`` or a fat compartment, which the catalog also files as
+BODY), otherwise from thresholding the image:
 
 * a CT in Hounsfield units is thresholded at ``threshold_hu`` (default −300 HU);
 * an MR, any other modality, an image of unknown modality without air (no value
@@ -13,8 +15,10 @@ The body comes from a segmented body/skin structure when the label map has one
 
 The body is the largest 6-connected component after a small opening (two erosions
 and two dilations with the 6-neighbour cross: it cuts the thin contact with the
-table), with holes filled slice by slice (an enclosed lung, bowel gas or air pocket
-is inside the body); everything segmented is inside the body too. With an automatic
+table), with holes filled slice by slice in the grid's axial-most slices (an enclosed
+lung, bowel gas or air pocket is inside the body, also in a sagittal or coronal
+acquisition, where lungs and bowel gas reaching the first/last axial slice would
+otherwise stay open and their walls become "skin"); everything segmented is inside the body too. With an automatic
 threshold, when the result cannot be a body seen against a background (it covers
 ≥ 90 % of the in-plane image border of the slices, or the image border is not mostly
 dark air) an :class:`~ir_planner.core.errors.InputError` says so. A CT in Hounsfield
@@ -32,6 +36,8 @@ surface triangles); the result is identical to the former scipy implementation
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
@@ -41,7 +47,12 @@ from ir_planner.core.errors import InputError
 from ir_planner.core.labels import LabelMap
 from ir_planner.core.volume import ImageVolume
 
-__all__ = ["body_mask", "skin_points", "looks_like_hounsfield", "auto_threshold"]
+__all__ = ["body_mask", "skin_points", "looks_like_hounsfield", "auto_threshold",
+           "axial_array_axis", "is_outline", "OUTLINE_NAMES"]
+
+#: Names of BODY structures that outline the whole body (skin surface); other BODY
+#: structures (face, fat compartments) are parts of it and never define the skin.
+OUTLINE_NAMES = re.compile(r"(^|[_\s-])(body|skin|outline|external|contour)([_\s-]|$)")
 
 #: Fraction of the in-plane image border covered by the body above which no body
 #: can be told from the background.
@@ -560,7 +571,9 @@ def body_mask(image: ImageVolume | None, labels: LabelMap, *,
     image : ImageVolume or None
         The image on the label grid (needed only when no body structure exists).
     labels : LabelMap
-        Its BODY-category structures (e.g. ``body``, ``skin``) are used if present.
+        Its BODY-category *outline* structures (``body``, ``skin``, ``body_trunc``,
+        ``External``; see :func:`is_outline`) are used if present; other BODY structures
+        (``face``, ``subcutaneous_fat``, ...) never define the skin.
     threshold_hu : float
         Threshold (HU) for a CT in Hounsfield units.
     threshold : float, optional
@@ -583,11 +596,12 @@ def body_mask(image: ImageVolume | None, labels: LabelMap, *,
         No body structure and no (matching) image; nothing above the threshold; or
         the thresholded "body" cannot be told from the background.
     """
-    body = labels.by_category(Category.BODY)
+    axis = axial_array_axis(labels.grid)
+    body = [s for s in labels.by_category(Category.BODY) if is_outline(s.name)]
     if body:
         mask = labels.union_mask(body)
         if mask.any():
-            return _fill_slices(mask), "structure " + "+".join(s.name for s in body)
+            return _fill_slices(mask, axis), "structure " + "+".join(s.name for s in body)
     if image is None:
         raise InputError("no body/skin structure in the labels and no image to threshold; "
                          "pass the CT image or add a 'body' structure")
@@ -637,8 +651,11 @@ def body_mask(image: ImageVolume | None, labels: LabelMap, *,
         raise InputError(f"nothing above the {what} survives the opening: cannot find the "
                          "body outline; check the image (is this a CT in Hounsfield units?) "
                          "or add a 'body' structure")
-    _fill_slices_kernel(small.view(np.uint8), 1, tmp)
-    small = tmp
+    if axis == 0:
+        _fill_slices_kernel(small.view(np.uint8), 1, tmp)
+        small = tmp
+    else:
+        small = _fill_slices(small, axis)
     note = _check_separable(small, arr[:, ::step, ::step], thr, auto, what)
     if step > 1:
         mask = np.empty(arr.shape, dtype=bool)
@@ -696,11 +713,27 @@ def _check_separable(small: NDArray[np.bool_], arr: NDArray[np.generic], thr: fl
     return ""
 
 
-def _fill_slices(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """Holes filled slice by slice (``ndi.binary_fill_holes`` of every slice)."""
-    out = np.empty(mask.shape, dtype=bool)
-    _fill_slices_kernel(np.ascontiguousarray(mask).view(np.uint8), 1, out)
-    return out
+def is_outline(name: str) -> bool:
+    """Whether a BODY-category structure is the whole body outline (``body``, ``skin``,
+    ``body_trunc``, RTSTRUCT ``External``/``BODY``/``Outer Contour``), not a part of the body
+    that the catalog also files as BODY (``face``, ``subcutaneous_fat``, ``torso_fat``)."""
+    return OUTLINE_NAMES.search(name.lower()) is not None
+
+
+def axial_array_axis(grid: ImageVolume) -> int:
+    """The array axis (0, 1 or 2 of ``[k, j, i]``) closest to the patient's head–feet
+    axis: slices normal to it are the (most) axial ones, whatever the acquisition plane."""
+    return 2 - int(np.argmax(np.abs(grid.direction[2, :])))
+
+
+def _fill_slices(mask: NDArray[np.bool_], axis: int = 0) -> NDArray[np.bool_]:
+    """Holes filled slice by slice (``ndi.binary_fill_holes`` of every slice normal to
+    array ``axis``: the axial-most slices, so that lungs and bowel gas reaching the
+    first/last axial slice are filled whatever the acquisition plane)."""
+    moved = np.ascontiguousarray(np.moveaxis(mask, axis, 0))
+    out = np.empty(moved.shape, dtype=bool)
+    _fill_slices_kernel(moved.view(np.uint8), 1, out)
+    return np.ascontiguousarray(np.moveaxis(out, 0, axis))
 
 
 def skin_points(mask: NDArray[np.bool_], grid: ImageVolume, *, spacing_mm: float = 2.0

@@ -20,6 +20,7 @@ decide (see :mod:`ir_planner.planning.search`).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,10 +51,17 @@ from ir_planner.planning.geometry import (
 from ir_planner.planning.metrics import Crossing, StructureClearance, TrajectoryMetrics, Verdict
 
 __all__ = ["PlanningEngine", "effective_structures", "CAUTION_BAND_MM",
-           "TARGET_ORGAN_CATEGORIES"]
+           "TARGET_ORGAN_CATEGORIES", "UNNAMED", "UNNAMED_NEAR_MM"]
 
 #: A forbidden structure closer than margin + this band gives a "caution" verdict.
 CAUTION_BAND_MM = 2.0
+
+#: Names the label readers give to structures without a name (``label_7``,
+#: ``layer1_label_3``): nothing tells what they are, so they are not avoided.
+UNNAMED = re.compile(r"(layer\d+_)?label_\d+")
+
+#: A path closer than this (mm) to an unnamed structure is never called "safe".
+UNNAMED_NEAR_MM = 5.0
 
 #: Forbidden categories that are allowed when they contain the target: the target's
 #: organ (a lung nodule lies in the lung; pleural crossings then give a caution).
@@ -267,6 +275,10 @@ class PlanningEngine:
         for s in self.structures:
             if s.name == name:
                 return s
+        # "Liver" from a DICOM SEG, "liver" typed: one case-insensitive match is accepted
+        folded = [s for s in self.structures if s.name.casefold() == name.casefold()]
+        if len(folded) == 1:
+            return folded[0]
         raise InputError(f"no structure named {name!r}; available: "
                          f"{', '.join(s.name for s in self.structures)}")
 
@@ -539,12 +551,45 @@ class PlanningEngine:
                 tuple(float(v) for v in entry + t * (target - entry)),  # type: ignore[arg-type]
                 is_forb(name), float(s.margin_mm), exact=name not in far)
 
+        # Checks the labels and the image extent cannot pass silently.
+        extra_unsafe: list[str] = []
+        extra_caution: list[str] = []
+        if len(cells) and not inside_grid[0] and inside_grid.any():
+            f = int(np.argmax(inside_grid))
+            if body[f]:
+                extra_unsafe.append(
+                    f"enters the image inside the body {float(t_in[f]) * length:.1f} mm from "
+                    "the entry: that part runs through anatomy outside the scan (not "
+                    "checked; depth measured from the image edge)")
+        target_structs = self.labels_at(target)
+        for name in target_structs:
+            if self._data[name].struct.category == Category.BODY:
+                continue
+            runs = [c for c in crossings if c.name == name]
+            if len(runs) > 1:
+                where = ", ".join(f"{a.exit_mm_from_entry:.1f}–{b.enter_mm_from_entry:.1f} mm"
+                                  for a, b in zip(runs, runs[1:]))
+                extra_caution.append(
+                    f"leaves and re-enters {name} (gap {where} from the entry): its surface "
+                    f"is crossed {len(runs)}×, or a cavity lies between (e.g. the spinal "
+                    "canal, avoided only when segmented)")
+        if not any(d.struct.forbidden and d.struct.name not in allowed
+                   for d in self._data.values()):
+            extra_caution.append("no forbidden structure in the labels: nothing was avoided")
+        near_unnamed = [
+            n for n in self._data if UNNAMED.fullmatch(n) and n not in target_structs
+            and (n in crossed or (n in clearances
+                                  and clearances[n].clearance_mm < UNNAMED_NEAR_MM))]
+        if near_unnamed:
+            extra_caution.append(
+                f"crosses or passes within {UNNAMED_NEAR_MM:g} mm of unnamed structure(s) "
+                f"{', '.join(near_unnamed)} (not classified, not avoided)")
+
         cc = math.degrees(math.asin(max(-1.0, min(1.0, float(direction[2])))))
         horiz = math.hypot(float(direction[0]), float(direction[1]))
         in_plane = (math.degrees(math.atan2(abs(float(direction[0])), abs(float(direction[1]))))
                     if horiz > 1e-9 else 0.0)
         approach = _approach(direction)
-        target_structs = self.labels_at(target)
         organ = self._target_organ(target_structs)
         capsule = None
         if organ is not None:
@@ -557,7 +602,7 @@ class PlanningEngine:
 
         verdict, reasons = self._verdict(clearances, crossings, long_enough, length, needle,
                                          pleural, cc, max_cc_angle_deg, inside_len,
-                                         min_organ_length_mm)
+                                         min_organ_length_mm, extra_unsafe, extra_caution)
         return TrajectoryMetrics(
             entry_lps=_tuple(entry), target_lps=_tuple(target), length_mm=length,
             skin_lps=_tuple(skin_lps) if skin_lps is not None else None,
@@ -583,8 +628,9 @@ class PlanningEngine:
     def _verdict(self, clearances: dict[str, StructureClearance], crossings: list[Crossing],
                  long_enough: bool, length: float, needle: Needle, pleural: int, cc: float,
                  max_cc: float | None, inside_len: dict[str, float],
-                 min_len: Mapping[str, float] | None) -> tuple[Verdict, list[str]]:
-        unsafe: list[str] = []
+                 min_len: Mapping[str, float] | None, extra_unsafe: list[str] | None = None,
+                 extra_caution: list[str] | None = None) -> tuple[Verdict, list[str]]:
+        unsafe: list[str] = list(extra_unsafe or [])
         caution: list[str] = []
         for c in crossings:
             if c.forbidden:
@@ -607,8 +653,13 @@ class PlanningEngine:
         if pleural and not any(c.forbidden for c in crossings
                                if self._data[c.name].struct.category == Category.LUNG):
             caution.append(f"crosses the pleura {pleural}× (pneumothorax risk)")
-        if max_cc is not None and abs(cc) > max_cc + 1e-9:
+        # Half a slice over the path length is tolerated (as in the search): an entry
+        # within the target's slice is in-plane.
+        slice_mm = float(np.max(np.abs(self.frame.rotation[2] * self.frame.spacing_mm)))
+        cc_tol = math.degrees(math.atan2(0.5 * slice_mm, max(length, 1e-9)))
+        if max_cc is not None and abs(cc) > max_cc + cc_tol + 1e-9:
             caution.append(f"craniocaudal angle {abs(cc):.1f}° exceeds {max_cc:.1f}°")
+        caution.extend(extra_caution or [])
         for organ, need in (min_len or {}).items():
             got = inside_len.get(organ, 0.0)
             if got < need:

@@ -106,6 +106,11 @@ class SearchConstraints:
         exactly.
     min_separation_deg : float
         Minimum angle between the directions of two suggestions (diversity).
+    allow_reentry : bool
+        Allow paths that leave and re-enter the target's organ (two capsule punctures,
+        or a cavity inside it such as a vertebra's spinal canal). Off by default:
+        such candidates are rejected ("re-enters NAME", found on the 3 mm samples and
+        re-checked exactly for the suggestions).
     exact_clearance : bool
         Only without ``all_clearances``: compute every candidate's minimum clearance
         within the accuracy contract even beyond the score's clearance saturation +
@@ -126,6 +131,7 @@ class SearchConstraints:
     excluded_spheres: tuple[tuple[float, float, float, float], ...] = ()
     min_organ_length_mm: dict[str, float] = field(default_factory=dict)
     min_separation_deg: float = 15.0
+    allow_reentry: bool = False
     exact_clearance: bool = False
     all_clearances: bool = True
 
@@ -136,6 +142,7 @@ class SearchConstraints:
                 "excluded_spheres": [list(x) for x in self.excluded_spheres],
                 "min_organ_length_mm": dict(self.min_organ_length_mm),
                 "min_separation_deg": self.min_separation_deg,
+                "allow_reentry": self.allow_reentry,
                 "exact_clearance": self.exact_clearance,
                 "all_clearances": self.all_clearances}
 
@@ -596,6 +603,16 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
                 if d.struct.forbidden and d.struct.name not in allowed]
     max_margin = max((d.struct.margin_mm for d in forb_all), default=0.0)
     pad_mm = max(sat, max_margin + engine.caution_band_mm) + radius + 2.0
+    if forb_all:
+        # The target itself within a forbidden structure's margin: every path ends there.
+        tq64 = frame.lps_to_q(target)
+        for d, (dist, _) in zip(forb_all, engine._exact_many(forb_all, tq64, tq64)):
+            if dist - radius < d.struct.margin_mm:
+                notes.append(
+                    f"the target is {max(dist - radius, 0.0):.1f} mm from {d.struct.name} "
+                    f"(margin {d.struct.margin_mm:g} mm): every path ends there, so none "
+                    "keeps the margin; lower its margin (plan structure override) or move "
+                    "the target")
     tf = time.perf_counter()
     gf: _GlobalField | None = None
     if c.all_clearances:
@@ -614,6 +631,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     arg_hi = np.zeros(n, dtype=np.int64)
     inside_len = {name: np.zeros(n, dtype=np.float64) for name in track}
     capsule_t = np.zeros(n, dtype=np.float32)
+    organ_runs = np.ones(n, dtype=np.int64)
     sp32 = sp.astype(np.float32)
     shape = np.asarray(frame.shape_ijk)
     t_lo_s = np.zeros(n)
@@ -663,6 +681,8 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
                                                          cell[..., 0]] == st.label
                     inside_len[name][idx] = ino.sum(axis=1) * (2.0 * half)
                     if name == organ:
+                        # separate passages through the organ (target end first)
+                        organ_runs[idx] = ino[:, 0] + np.sum(ino[:, 1:] & ~ino[:, :-1], axis=1)
                         outside = ~ino
                         first = np.where(outside.any(axis=1), np.argmax(outside, axis=1),
                                          n_s - 1)
@@ -764,6 +784,10 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     for organ_name, need in min_len.items():
         got = inside_len[organ_name]
         reject(feasible & (got < need), f"< {need:g} mm through {organ_name}")
+    if organ and not c.allow_reentry:
+        # leaving and re-entering the target's organ: a second capsule puncture, or a
+        # cavity inside it (e.g. the spinal canal of a vertebra being biopsied)
+        reject(feasible & (organ_runs > 1), f"re-enters {organ}")
 
     # -- minimum clearance per candidate -------------------------------------------------------
     # With the table: the minimum of its forbidden columns. Without it: with truth in [u_lo, u_hi],
@@ -878,7 +902,9 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         m = engine.evaluate(entries[i], target, check_entry=False,
                             max_cc_angle_deg=c.max_cc_angle_deg,
                             min_organ_length_mm=min_len or None)
-        if m.verdict == Verdict.UNSAFE or any(
+        reenters = bool(organ) and not c.allow_reentry and sum(
+            x.name == organ for x in m.crossings) > 1
+        if m.verdict == Verdict.UNSAFE or reenters or any(
                 m.length_in_structure_mm.get(o, 0.0) < v for o, v in min_len.items()):
             feasible[i] = False
             reason[i] = "failed exact re-check"

@@ -169,10 +169,16 @@ def test_json_sidecar_plain_mapping(small_map: tuple[Path, np.ndarray]) -> None:
     assert any("not in names argument" in w for w in lm2.warnings)
 
 
-def test_names_for_missing_labels_is_an_error(small_map: tuple[Path, np.ndarray]) -> None:
+def test_names_for_missing_labels_are_skipped_with_a_warning(
+        small_map: tuple[Path, np.ndarray]) -> None:
+    # a full class table (e.g. TotalSegmentator's) on a partial scan: absent names are
+    # skipped with a warning; labels without a name are named label_N and warned about
     path, _ = small_map
-    with pytest.raises(SegmentationReadError, match=r"seg.nii.gz.*label 9.*labels present: \[1, 2, 5\]"):
-        load_labels(path, names={1: "liver", 9: "spleen"})
+    lm = load_labels(path, names={1: "liver", 9: "spleen"})
+    assert "spleen" not in lm.names and "liver" in lm.names
+    assert {"label_2", "label_5"} <= set(lm.names)
+    assert any("no voxels" in w and "skipped" in w for w in lm.warnings)
+    assert any("not in" in w and "label_N" in w for w in lm.warnings)
 
 
 def test_itksnap_label_description(small_map: tuple[Path, np.ndarray], tmp_path: Path) -> None:

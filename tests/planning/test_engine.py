@@ -144,7 +144,12 @@ def test_verdict_reasons_margins_and_overrides() -> None:
     m2 = eng2.evaluate(entry, target)
     assert m2.verdict in (Verdict.SAFE, Verdict.CAUTION)
     eng3 = PlanningEngine(grid, labels, overrides={"aorta": {"forbidden": False}})
-    assert eng3.evaluate(entry, target).verdict == Verdict.SAFE
+    m3 = eng3.evaluate(entry, target)
+    # the aorta no longer limits the path; but with nothing forbidden left, nothing was
+    # avoided: never "safe"
+    assert not any("aorta" in r for r in m3.reasons)
+    assert m3.verdict == Verdict.CAUTION
+    assert m3.reasons == ["no forbidden structure in the labels: nothing was avoided"]
     # Needle too short
     eng4 = PlanningEngine(grid, labels, needle=Needle(gauge=18, usable_length_mm=10.0))
     m4 = eng4.evaluate(rel_to_lps(grid, [-12, -28, 0]), rel_to_lps(grid, [-12, 0, 0]))

@@ -207,3 +207,19 @@ def test_table_region_and_excluded_spheres(setup) -> None:
     assert res_s.rejected["excluded sphere 1 (8 mm)"] == int(inside.sum())
     with pytest.raises(InputError, match="radius > 0"):
         eng.search(target, SearchConstraints(excluded_spheres=((*centre, -1.0),)))
+
+
+def test_target_within_margin_is_explained(setup) -> None:
+    grid, labels, eng, target, _ = setup
+    # a target 1 voxel outside the aorta: no path can keep the 3 mm margin
+    from scipy import ndimage as ndi
+
+    aorta = labels.mask("aorta")
+    shell = ndi.binary_dilation(aorta) & ~aorta & labels.mask("liver")
+    if not shell.any():
+        shell = ndi.binary_dilation(aorta) & ~aorta
+    k, j, i = np.argwhere(shell)[0]
+    tgt = grid.index_to_world(np.array([i, j, k], float))
+    res = eng.search(tgt, top_k=1)
+    assert not res.feasible.any()
+    assert "the target is" in res.explain() and "from aorta (margin 3 mm)" in res.explain()
