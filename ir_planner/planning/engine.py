@@ -8,13 +8,15 @@ LPS). The *clearance* of a needle to a structure is the Euclidean distance (mm)
 from the needle's axis **segment** entry→target to that union, minus the needle's
 outer radius. A structure is *crossed* when the axis segment passes through one of
 its cells. :meth:`PlanningEngine.evaluate` computes clearances exactly (up to
-floating point): candidate cells are found with a k-d tree over the structure's
-boundary cells (the closest point of a union of cells to an outside segment lies
-on a boundary face) and the exact segment-to-box distance is taken over every
-cell that can possibly be the closest; crossings come from an exact traversal of
-the cells along the segment. The automatic search uses guaranteed bounds from
-distance maps and falls back to the exact computation whenever a bound cannot
-decide (see :mod:`ir_planner.planning.search`).
+floating point): the closest point of a union of cells to a segment outside it lies
+on a *surface cell* (a cell with a face neighbour outside the structure); the
+engine indexes every structure's surface cells once (blocks of 4³, 16³, 64³ voxels)
+and a compiled branch and bound takes the exact segment-to-box distance of every
+cell that can possibly be the closest
+(:mod:`ir_planner.planning.clearance_table`); crossings come from an exact
+traversal of the cells along the segment. The automatic search uses the same
+kernel for every candidate × structure within the accuracy contract, exact near
+each forbidden structure's margin (see :mod:`ir_planner.planning.search`).
 """
 
 from __future__ import annotations

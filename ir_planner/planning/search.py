@@ -1,17 +1,21 @@
 """Automatic entry-point search for one target.
 
-Every skin point within reach is a candidate entry. For each candidate and each
-forbidden structure the search computes a *guaranteed* interval for the axis
-distance from distance maps, and decides feasibility from it; when the interval
-straddles the structure's margin the exact tube kernel
-(:mod:`ir_planner.planning.tube`: exact segment-to-cell distances of every forbidden
-cell near the undecided parts of the path) decides. A path reported feasible
-therefore never crosses (or comes within the margin of) a forbidden structure. The
-minimum clearance of each candidate is reported within the accuracy contract up to the
-score's clearance saturation (narrowed with the same kernel), as a guaranteed lower
-bound beyond it (exactly with ``exact_clearance``).
+Every skin point within reach is a candidate entry. By default (``all_clearances``)
+the search computes the clearance of every candidate to every structure with the
+compiled branch and bound of :mod:`ir_planner.planning.clearance_table` (exact
+segment-to-cell-box distances over each structure's surface cells, candidates in
+spatial order so each warm-starts from its neighbour), stopping at the accuracy
+contract's window; every (candidate, forbidden structure) pair within that window of
+the structure's margin is then recomputed exactly. Feasibility (clearance ≥ margin for
+every forbidden structure) is therefore exact: a path reported feasible never crosses
+(or comes within the margin of) a forbidden structure, and the table agrees with it.
 
-Distance maps (built once per structure, lazily, cached in the engine): exact
+With ``all_clearances=False`` the older minimum-clearance-only search runs: a
+*guaranteed* interval for the axis distance from distance maps decides feasibility
+where it can, and the exact tube kernel (:mod:`ir_planner.planning.tube`) decides the
+rest; the minimum clearance is within the contract up to the score's clearance
+saturation and a guaranteed lower bound beyond it (exactly with ``exact_clearance``).
+Its distance maps (built once per structure, lazily, cached in the engine): exact
 Euclidean distance transforms on the *corner lattice* of the grid (or of blocks
 of f×f×f voxels on fine grids), over the structure's bounding box padded by the
 range the search cares about. At a lattice corner this is the exact distance to
