@@ -257,3 +257,66 @@ def _table_from_itksnap(text: str, source: str) -> NamesTable:
     if not entries:
         raise SegmentationReadError(f"{source}: names table names no label")
     return NamesTable(entries, source, strict=False)
+
+
+def nifti_extension_table(path: str | Path) -> NamesTable | None:
+    """Label names stored in a NIfTI file's header extension, or None.
+
+    TotalSegmentator's multi-label output (``--ml``) stores its label table as a
+    CIFTI/Caret XML extension (``<Label Key="5" ...><![CDATA[liver]]></Label>``); only the
+    header (up to ``vox_offset``) is read. Unreadable or foreign extensions give None.
+    """
+    import gzip
+    import re
+    import struct
+    import xml.etree.ElementTree as ET
+
+    p = Path(path)
+    name = p.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return None
+    try:
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(p, "rb") as fh:  # type: ignore[operator]
+            head = fh.read(352)
+            if len(head) < 352:
+                return None
+            for endian in ("<", ">"):
+                if struct.unpack(endian + "i", head[:4])[0] == 348:
+                    break
+            else:
+                return None
+            vox_offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            if head[348] == 0 or vox_offset <= 352 or vox_offset > 64 * 1024 * 1024:
+                return None
+            rest = fh.read(vox_offset - 352)
+    except (OSError, EOFError, struct.error):
+        return None
+    pos = 0
+    while pos + 8 <= len(rest):
+        esize, _ecode = struct.unpack(endian + "ii", rest[pos:pos + 8])
+        if esize < 8 or pos + esize > len(rest):
+            return None
+        content = rest[pos + 8:pos + esize].rstrip(b"\0 \n\r\t")
+        pos += esize
+        if b"<Label" not in content:
+            continue
+        text = content.decode("utf-8", errors="replace")
+        text = text[text.find("<"):]
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError:
+            # tolerate trailing junk: keep the Label elements only
+            found = re.findall(r'<Label\s+Key="(\d+)"[^>]*>\s*(?:<!\[CDATA\[)?(.*?)(?:\]\]>)?\s*</Label>',
+                               text, flags=re.S)
+            mapping = {k: v.strip() for k, v in found if v.strip()}
+        else:
+            mapping = {el.get("Key"): (el.text or "").strip() for el in root.iter("Label")
+                       if el.get("Key") is not None and (el.text or "").strip()}
+        if not mapping:
+            return None
+        source = f"{p.name} (NIfTI header label table)"
+        table = NamesTable(_entries_from_mapping(mapping, source), source)
+        table.notes.append(f"names from the label table in {p.name}'s NIfTI header extension")
+        return table
+    return None

@@ -49,6 +49,7 @@ from ir_planner.io.seg_tables import (
     SIDECAR_FORMAT,
     NameEntry,
     NamesTable,
+    nifti_extension_table,
     read_names_table,
     sidecar_path,
 )
@@ -218,7 +219,8 @@ def read_label_file(
     """Read a label-map file (NIfTI/NRRD/MHA; Slicer ``.seg.nrrd``) with its names.
 
     Names come from ``names`` if given, else the ``<stem>.labels.json`` sidecar, else
-    a Slicer ``.seg.nrrd`` header, else ``label_N``. Extra layers listed in the
+    a Slicer ``.seg.nrrd`` header, else a label table in the NIfTI header extension
+    (TotalSegmentator ``--ml``), else ``label_N``. Extra layers listed in the
     project's own sidecar are read from their files.
 
     Raises
@@ -263,6 +265,8 @@ def read_label_file(
         table = read_names_table(sidecar_path(p, suffix), task=task)
     elif slicer_entries:
         table = NamesTable(slicer_entries, f"{p} (Slicer segment header)")
+    else:
+        table = nifti_extension_table(p)  # e.g. TotalSegmentator --ml
     if table is not None and table.layer_files:
         layers = _read_extra_layers(p, table, layers, grid)
     return _label_map_from_table(layers, grid, table, p)

@@ -437,3 +437,43 @@ def test_malformed_names_tables(tmp_path: Path, small_map: tuple[Path, np.ndarra
         load_labels(path, names={1: "  "})
     with pytest.raises(InputError, match="names= applies"):
         load_labels(path.parent, names={1: "liver"})
+
+
+def _caret_xml(label_map: dict[int, str]) -> bytes:
+    """A CIFTI/Caret label-table extension as TotalSegmentator ``--ml`` writes it."""
+    body = "".join(f'<Label Key="{k}" Red="1" Green="0" Blue="0" Alpha="1"><![CDATA[{v}]]>'
+                   "</Label>\n" for k, v in label_map.items())
+    xml = ('<?xml version="1.0" encoding="UTF-8"?> <CaretExtension>  <VolumeInformation '
+           'Index="0">   <LabelTable>\n' + body + "\n  </LabelTable>  <VolumeType><![CDATA["
+           "Label]]></VolumeType>   </VolumeInformation></CaretExtension>\n              ")
+    return xml.encode("utf-8")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_totalsegmentator_multilabel_header_names(masks_dir: Path, tmp_path: Path,
+                                                  suffix: str) -> None:
+    """A multi-label NIfTI with its names in the header extension (TotalSegmentator
+    --ml) is read with those names; absent classes are skipped with a warning."""
+    names = ["liver", "spleen", "aorta", "colon", "rib_right_9"]
+    img = nib.load(str(masks_dir / "liver.nii.gz"))
+    data = np.zeros(img.shape, dtype=np.uint8)
+    for n, name in enumerate(names, start=1):
+        data[np.asarray(nib.load(str(masks_dir / f"{name}.nii.gz")).dataobj) > 0] = n
+    table = {n: name for n, name in enumerate(names, start=1)} | {99: "brain"}
+    out = nib.Nifti1Image(data, img.affine)
+    out.header.extensions.append(nib.nifti1.Nifti1Extension(0, _caret_xml(table)))
+    path = tmp_path / f"seg{suffix}"
+    nib.save(out, str(path))
+    lm = load_labels(path)
+    assert sorted(lm.names) == sorted(names)
+    for n, name in enumerate(names, start=1):
+        s = lm.get(name)
+        assert s.label == n
+        np.testing.assert_array_equal(lm.mask(name), lm.layers[0] == n)
+    assert lm.get("aorta").forbidden and lm.get("colon").forbidden
+    assert any("NIfTI header" in w for w in lm.warnings)
+    assert any("no voxels" in w for w in lm.warnings)  # "brain" is absent
+    # without the extension the same file gives unnamed labels
+    plain = tmp_path / f"plain{suffix}"
+    nib.save(nib.Nifti1Image(data, img.affine), str(plain))
+    assert sorted(load_labels(plain).names) == [f"label_{n}" for n in range(1, 6)]
