@@ -197,7 +197,12 @@ class PlanningEngine:
         self.body, self.body_source = body_mask(image, labels, threshold=body_threshold)
         self._skin: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
         self._skin_progress = subrange(progress, 0.6, 1.0)
-        self.skin_points()
+        try:
+            self.skin_points()
+        except InputError as exc:
+            # e.g. an image cropped inside the patient: trajectories can still be
+            # evaluated; the search raises this error (it needs a skin to enter through)
+            self.warnings.append(f"no skin surface for the search: {exc}")
         report(progress, 1.0, "precomputation done")
 
     # -- precomputation -------------------------------------------------------------

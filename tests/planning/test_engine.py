@@ -57,6 +57,11 @@ def test_box_structure_clearance_is_analytic() -> None:
                      check_entry=False)
     assert m.clearances["aorta"].clearance_mm == pytest.approx(4.0 - r, abs=1e-9)
     assert m.verdict == Verdict.CAUTION  # within margin 3 mm + caution band 2 mm
+    # The constant image is all "body" (an image cropped inside the patient): no skin,
+    # trajectories are still evaluated, the search says why it cannot run.
+    assert any("no skin surface" in w for w in eng.warnings)
+    with pytest.raises(InputError, match="fills the whole grid"):
+        eng.search(grid.index_to_world([15.0, 25.0, 2.0]))
     assert any("caution band" in s for s in m.reasons)
     # Passing through: crossed, entry/exit depths exact.
     m = eng.evaluate(grid.index_to_world([0.0, 15.0, 7.0]), grid.index_to_world([29.0, 15, 7]),
