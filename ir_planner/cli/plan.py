@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ir_planner.cli.common import parse_point, print_table, progress_printer
+from ir_planner.core.catalog import Category
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.labels import LabelMap
 from ir_planner.core.plan import CaseRef, Plan, StructureOverride
@@ -383,6 +384,12 @@ def unnamed_structures(engine: PlanningEngine) -> list[str]:
     return [s.name for s in engine.structures if UNNAMED.fullmatch(s.name)]
 
 
+def unrecognised_structures(engine: PlanningEngine) -> list[str]:
+    """Named structures the catalog does not recognise (category ``other``)."""
+    return [s.name for s in engine.structures
+            if not UNNAMED.fullmatch(s.name) and s.category == Category.OTHER]
+
+
 def labels_warnings(labels: LabelMap, engine: PlanningEngine) -> list[str]:
     """What the reader and the engine had to do, and what the labels cannot protect.
 
@@ -397,6 +404,12 @@ def labels_warnings(labels: LabelMap, engine: PlanningEngine) -> list[str]:
         out.append(f"{len(unnamed)} structure(s) have no name ({shown}): nothing tells what "
                    "they are, so they are NOT avoided; give the names table (--names) or a "
                    "<stem>.labels.json sidecar")
+    odd = unrecognised_structures(engine)
+    if odd:
+        shown = ", ".join(odd[:8]) + (", ..." if len(odd) > 8 else "")
+        out.append(f"{len(odd)} structure name(s) not recognised ({shown}): category 'other', "
+                   "NOT avoided; set their category in the plan (structure overrides) if they "
+                   "matter")
     if not engine.forbidden:
         out.append("no structure in the labels is forbidden (vessels, bone, lung, airway, "
                    "bowel, nerves): no path is checked against anything, so none is called "

@@ -107,7 +107,7 @@ _RULES: list[tuple[str, Category]] = [
     (r"(aort|arter|vein|vena|venous|(^|_)(ivc|svc|sma|smv|imv|ima)(_|$)|portal|splenic_v|"
      r"mesenteric|vessel|brachiocephalic|carotid|subclavian|jugular|atrial_appendage|celiac|"
      r"coeliac|hepatic_v|renal_v|renal_a|(^|_)(heart|atrium|ventricle|myocardium)(_|$)|"
-     r"(^|_)heart)", Category.VESSEL),
+     r"(^|_)heart|pericard)", Category.VESSEL),
     (r"((^|_)ribs?(_|\d|$)|vertebra|sacrum|coccyx|(^|_)hips?(_|$)|femur|humerus|scapula|"
      r"clavic|sternum|skull|bone|costal_cart|(^|_)spine(_|$)|pelvic_bone|(^|_)pelvis_bone|"
      r"mandible|tibia|fibula|radius|ulna|patella|intervertebral|(^|_)discs?(_|$))",
@@ -119,6 +119,10 @@ _RULES: list[tuple[str, Category]] = [
     (r"(colon|bowel|duoden|jejun|ileum|stomach|esophag|oesophag|rectum|intestin|caecum|cecum|"
      r"appendix|(^|_)gut(_|$)|gallbladder|gall_bladder|urinary_bladder|(^|_)bladder(_|$))",
      Category.BOWEL),
+    # Ducts and the urinary tract: a puncture leaks bile, pancreatic juice or urine
+    # (forbidden like the hollow viscera, checked before the organ they run in).
+    (r"(bile_duct|biliary|choledoch|(^|_)(cbd|chd)(_|$)|hepatic_duct|cystic_duct|"
+     r"pancreatic_duct|wirsung|(^|_)ducts?(_|$)|ureter|urethra)", Category.BOWEL),
     (r"(liver|hepat|spleen|splen|kidney|renal|pancrea|adrenal|prostate|thyroid|uterus|"
      r"ovary|testis|parenchyma|(^|_)organ(_|$))", Category.SOLID_ORGAN),
     (r"(glute|iliopsoas|psoas|autochthon|muscle|diaphragm|(^|_)erector|quadratus|"

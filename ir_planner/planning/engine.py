@@ -289,6 +289,12 @@ class PlanningEngine:
         raise InputError(f"no structure named {name!r}; available: "
                          f"{', '.join(s.name for s in self.structures)}")
 
+    def unclassified(self, name: str) -> bool:
+        """Whether nothing tells what structure ``name`` is: no name (``label_7``) or a
+        name the catalog does not recognise (category ``other``, no override)."""
+        s = self.structure(name)
+        return bool(UNNAMED.fullmatch(s.name)) or s.category == Category.OTHER
+
     @property
     def forbidden(self) -> list[Structure]:
         """Non-empty forbidden structures (after overrides)."""
@@ -584,13 +590,14 @@ class PlanningEngine:
                    for d in self._data.values()):
             extra_caution.append("no forbidden structure in the labels: nothing was avoided")
         near_unnamed = [
-            n for n in self._data if UNNAMED.fullmatch(n) and n not in target_structs
+            n for n in self._data if self.unclassified(n) and n not in target_structs
             and (n in crossed or (n in clearances
                                   and clearances[n].clearance_mm < UNNAMED_NEAR_MM))]
         if near_unnamed:
             extra_caution.append(
-                f"crosses or passes within {UNNAMED_NEAR_MM:g} mm of unnamed structure(s) "
-                f"{', '.join(near_unnamed)} (not classified, not avoided)")
+                f"crosses or passes within {UNNAMED_NEAR_MM:g} mm of unnamed or unrecognised "
+                f"structure(s) {', '.join(near_unnamed)} (not classified, not avoided; set "
+                "its category in the plan)")
 
         cc = math.degrees(math.asin(max(-1.0, min(1.0, float(direction[2])))))
         horiz = math.hypot(float(direction[0]), float(direction[1]))

@@ -104,13 +104,19 @@ def test_category_of_totalsegmentator_class(name: str, category: Category) -> No
         ("large intestine", Category.BOWEL), ("Rectum", Category.BOWEL),
         ("spinal canal", Category.NERVE), ("Ribs", Category.BONE), ("Lungs", Category.LUNG),
         ("Body", Category.BODY), ("External", Category.BODY), ("Diaphragm", Category.MUSCLE),
+        # ducts and the urinary tract are forbidden like hollow viscera (leaks)
+        ("common bile duct", Category.BOWEL), ("CBD", Category.BOWEL),
+        ("Pancreatic duct", Category.BOWEL), ("hepatic_duct", Category.BOWEL),
+        ("Ureter", Category.BOWEL), ("ureter_left", Category.BOWEL),
+        ("pericardium", Category.VESSEL), ("pancreas", Category.SOLID_ORGAN),
     ],
 )
 def test_synonyms(name: str, category: Category) -> None:
     assert lookup(name).category is category
 
 
-@pytest.mark.parametrize("name", ["foo", "ribbon", "massive", "segment_1", "label_7", ""])
+@pytest.mark.parametrize("name", ["foo", "ribbon", "massive", "segment_1", "label_7", "",
+                                  "conduct", "product"])
 def test_unknown_names_get_the_neutral_default(name: str) -> None:
     info = lookup(name)
     assert info.category is Category.OTHER and not info.known

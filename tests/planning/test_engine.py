@@ -214,3 +214,29 @@ def test_target_in_lung_allows_its_lung_with_pleura_caution() -> None:
     res = eng.search(target, top_k=2)
     assert res.feasible.any() and res.suggestions
     assert all(s.verdict == Verdict.CAUTION for s in res.suggestions)
+
+
+def test_unrecognised_structure_near_the_path_is_caution() -> None:
+    """A structure whose name the catalog does not know (category other) is not avoided:
+    a path crossing it or passing within 5 mm is never "safe"."""
+    grid = make_grid((40, 30, 20), (1.0, 1.0, 2.0), rotation("y", 30), origin=(3, 4, 5))
+    grid = grid.with_array(np.full(grid.shape, 40.0, dtype=np.float32))
+    aorta = np.zeros(grid.shape, dtype=bool)
+    aorta[2:4, 2:5, 2:5] = True  # far from the path
+    odd = np.zeros(grid.shape, dtype=bool)
+    odd[5:10, 10:20, 10:20] = True
+    for name in ("mystery_blob", "label_7"):
+        labels = LabelMap.from_masks([("aorta", aorta), (name, odd)], grid)
+        eng = PlanningEngine(grid, labels)
+        assert eng.unclassified(name) and not eng.unclassified("aorta")
+        # passes 3 mm from the blob's face at j = 19.5 (j = 22.5, inside the slab in k)
+        a = grid.index_to_world([2.0, 22.5, 7.0])
+        b = grid.index_to_world([30.0, 22.5, 7.0])
+        m = eng.evaluate(a, b, check_entry=False)
+        assert m.clearances[name].clearance_mm < 5.0
+        assert m.verdict == Verdict.CAUTION
+        assert any(name in r and "not avoided" in r for r in m.reasons)
+        # far from it (j = 29, 9.5 mm away): no such reason
+        m = eng.evaluate(grid.index_to_world([2.0, 29.0, 7.0]),
+                         grid.index_to_world([30.0, 29.0, 7.0]), check_entry=False)
+        assert not any(name in r for r in m.reasons)
