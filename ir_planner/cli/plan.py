@@ -274,7 +274,9 @@ def run(args: argparse.Namespace) -> int:
         plan.save(args.out)
 
     if args.json:
-        print(json.dumps({name: m.to_dict() for name, _, m in results}, indent=2))
+        print(json.dumps({name: {"entry_lps": [round(float(v), 3) for v in m.entry_lps],
+                                 "target_lps": [round(float(v), 3) for v in m.target_lps],
+                                 **m.to_dict()} for name, _, m in results}, indent=2))
     else:
         _print(results, target, search_result, engine)
         if auto_info is not None:
@@ -282,10 +284,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"WARNING: {w}")
     for w in label_warnings:  # after the results: an error stays one line
         print(f"WARNING: {w}", file=sys.stderr, flush=True)
+    # with --json, stdout is the JSON document only (parseable as a whole)
+    info = sys.stderr if args.json else sys.stdout
     if args.out is not None:
-        print(f"plan written to {args.out}")
+        print(f"plan written to {args.out}", file=info)
     if args.candidates_out is not None and search_result is not None:
-        print(f"{search_result.n_candidates} candidates written to {args.candidates_out}")
+        print(f"{search_result.n_candidates} candidates written to {args.candidates_out}",
+              file=info)
     return 0
 
 

@@ -129,7 +129,8 @@ class LabelMap:
             arr = arr.astype(np.int32)
         if arr.min(initial=0) < 0:
             raise InputError("label array has negative values")
-        dtype = np.uint8 if arr.max(initial=0) < 256 else np.uint16
+        top = int(arr.max(initial=0))
+        dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
         arr = arr.astype(dtype, copy=False)
         present = [int(v) for v in np.unique(arr) if v != 0]
         names = dict(names or {})

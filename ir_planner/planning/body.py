@@ -880,3 +880,40 @@ def skin_points(mask: NDArray[np.bool_], grid: ImageVolume, *, spacing_mm: float
     pts_lps = pts_q @ grid.direction.T + grid.origin_lps
     nrm_lps = nrm_q @ grid.direction.T
     return pts_lps, nrm_lps
+
+
+#: Values below this (Hounsfield units) are not air but scanner padding: the outside of
+#: the reconstructed field of view (−2000, −2048, −3024 by vendor) or of a resampled image.
+PADDING_BELOW_HU = -1100.0
+
+
+def next_to_padding(points_lps: NDArray[np.float64], normals_lps: NDArray[np.float64],
+                    image: ImageVolume, *, below: float = PADDING_BELOW_HU
+                    ) -> NDArray[np.bool_]:
+    """Which skin points border image padding (a CT value < ``below`` HU) outward.
+
+    Such a "skin" is where the field of view cuts through the patient (a truncated
+    reconstruction circle, a resampled image's fill): the real skin lies beyond, the
+    tissue in between is unseen. The voxels at ½, 1 and 2 of the largest spacing along
+    the outward normal are checked (nearest voxel; outside the grid counts as not
+    padding: the grid edge is handled by the open surface).
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+    """
+    pts = np.asarray(points_lps, dtype=np.float64).reshape(-1, 3)
+    nrm = np.asarray(normals_lps, dtype=np.float64).reshape(-1, 3)
+    arr = np.asarray(image.array)
+    out = np.zeros(len(pts), dtype=bool)
+    if not len(pts) or not float(np.min(arr)) < below:
+        return out
+    h = float(np.max(image.spacing_mm))
+    shape = np.asarray(image.shape_ijk)
+    for f in (0.5, 1.0, 2.0):
+        ijk = np.rint(image.world_to_index(pts + f * h * nrm)).astype(np.int64)
+        ok = np.all((ijk >= 0) & (ijk < shape), axis=1)
+        v = np.full(len(pts), np.inf)
+        v[ok] = arr[ijk[ok, 2], ijk[ok, 1], ijk[ok, 0]]
+        out |= v < below
+    return out

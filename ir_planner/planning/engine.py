@@ -38,7 +38,7 @@ from ir_planner.core.labels import LabelMap, Structure
 from ir_planner.core.plan import StructureOverride, TrajectoryRecord
 from ir_planner.core.progress import ProgressCallback, report, subrange
 from ir_planner.core.volume import ImageVolume, same_grid
-from ir_planner.planning.body import body_mask, skin_points
+from ir_planner.planning.body import PADDING_BELOW_HU, body_mask, next_to_padding, skin_points
 from ir_planner.planning.clearance_table import (
     SurfaceIndex,
     build_surface_index,
@@ -57,6 +57,10 @@ __all__ = ["PlanningEngine", "effective_structures", "CAUTION_BAND_MM",
 
 #: A forbidden structure closer than margin + this band gives a "caution" verdict.
 CAUTION_BAND_MM = 2.0
+#: Outline points with one of these structures within this depth are not skin.
+SKIN_ORGAN_MM = 3.0
+SKIN_ORGAN_CATEGORIES = frozenset({Category.VESSEL, Category.LUNG, Category.AIRWAY,
+                                   Category.BOWEL, Category.SOLID_ORGAN, Category.NERVE})
 
 #: Names the label readers give to structures without a name (``label_7``,
 #: ``layer1_label_3``): nothing tells what they are, so they are not avoided.
@@ -272,9 +276,49 @@ class PlanningEngine:
         """Skin surface points (LPS mm, ≤ 2 mm apart) and outward unit normals."""
         if self._skin is None:
             report(self._skin_progress, 0.0, "skin surface")
-            self._skin = skin_points(self.body, self.grid, spacing_mm=2.0)
+            pts, nrm = skin_points(self.body, self.grid, spacing_mm=2.0)
+            if self.image is not None and self.body_source.startswith("CT threshold"):
+                # Outline against scanner padding (a truncated field of view): not skin.
+                pad = next_to_padding(pts, nrm, self.image)
+                if pad.any():
+                    msg = (f"{int(pad.sum())} of {len(pts)} outline points border image "
+                           f"padding (< {PADDING_BELOW_HU:g} HU): the field of view cuts "
+                           "through the patient there; they are not used as entries")
+                    self.warnings.append(msg)
+                    self.body_source += f" (WARNING: {msg})"
+                    pts, nrm = pts[~pad], nrm[~pad]
+            at_organ = self._skin_at_organ(pts, nrm)
+            if at_organ.any():
+                msg = (f"{int(at_organ.sum())} of {len(pts)} outline points lie within "
+                       f"{SKIN_ORGAN_MM:g} mm of an internal organ or vessel (the image is cut "
+                       "or padded there: the real skin lies beyond); they are not used as "
+                       "entries")
+                self.warnings.append(msg)
+                self.body_source += f" (WARNING: {msg})"
+                pts, nrm = pts[~at_organ], nrm[~at_organ]
+            self._skin = (pts, nrm)
             report(self._skin_progress, 1.0, "skin surface")
         return self._skin
+
+    def _skin_at_organ(self, pts: NDArray[np.float64], nrm: NDArray[np.float64]
+                       ) -> NDArray[np.bool_]:
+        """Outline points with an internal organ, vessel, bowel, lung, airway or nerve
+        cell at 1, 2 or 3 mm inward (nearest voxel): real skin is never that close to
+        them, a body cut by a padded or resampled image's edge is."""
+        out = np.zeros(len(pts), dtype=bool)
+        inner = [s for s in self.structures
+                 if s.category in SKIN_ORGAN_CATEGORIES and s.name in self._data]
+        if not inner or not len(pts):
+            return out
+        shape = np.asarray(self.grid.shape_ijk)
+        for depth in np.arange(1.0, SKIN_ORGAN_MM + 0.5, 1.0):
+            ijk = np.rint(self.grid.world_to_index(pts - depth * nrm)).astype(np.int64)
+            ok = np.all((ijk >= 0) & (ijk < shape), axis=1)
+            for layer_n in sorted({s.layer for s in inner}):
+                wanted = np.array([s.label for s in inner if s.layer == layer_n])
+                v = self.labels.layers[layer_n][ijk[ok, 2], ijk[ok, 1], ijk[ok, 0]]
+                out[ok] |= np.isin(v, wanted)
+        return out
 
     # -- helpers ---------------------------------------------------------------------------
     def structure(self, name: str) -> Structure:
