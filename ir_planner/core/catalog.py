@@ -131,6 +131,11 @@ _RULES: list[tuple[str, Category]] = [
      Category.BODY),
 ]
 
+# Solid organs a needle must not traverse on its way to a target elsewhere: the spleen
+# (haemorrhage) and the pancreas (pancreatitis, fistula). Forbidden with a 0 mm margin;
+# a target inside one of them is allowed to be reached through it.
+_AVOIDED_ORGANS = re.compile(r"(spleen|splen(ic)?(_|$)|pancreas|pancrea(tic)?(_|$))")
+
 # Common synonyms → canonical name used for colours and categories.
 _SYNONYMS: dict[str, str] = {
     "ivc": "inferior_vena_cava",
@@ -228,4 +233,9 @@ def lookup(name: str) -> StructureInfo:
     else:
         if category is Category.VESSEL and _VENOUS.search(canonical):
             color = _VENOUS_COLOR
-    return StructureInfo(category, color, defaults.margin_mm, defaults.forbidden, known)
+    forbidden = defaults.forbidden
+    if category is Category.SOLID_ORGAN and _AVOIDED_ORGANS.match(canonical):
+        # Not traversed on the way to another target (bleeding, pancreatitis); allowed
+        # for paths to a target inside it (see PlanningEngine.allowed_at_target).
+        forbidden = True
+    return StructureInfo(category, color, defaults.margin_mm, forbidden, known)

@@ -70,8 +70,9 @@ UNNAMED = re.compile(r"(layer\d+_)?label_\d+")
 UNNAMED_NEAR_MM = 5.0
 
 #: Forbidden categories that are allowed when they contain the target: the target's
-#: organ (a lung nodule lies in the lung; pleural crossings then give a caution).
-TARGET_ORGAN_CATEGORIES = frozenset({Category.LUNG})
+#: organ (a lung nodule lies in the lung; pleural crossings then give a caution; a
+#: splenic or pancreatic lesion lies in an organ avoided on the way to other targets).
+TARGET_ORGAN_CATEGORIES = frozenset({Category.LUNG, Category.SOLID_ORGAN})
 
 
 def effective_structures(

@@ -199,3 +199,26 @@ def test_candidate_table_clearances_honour_contract(real, tmp_path, table) -> No
             assert np.all(v[res.feasible] >= s.margin_mm - 1e-4), s.name
             near = res.reason.astype(str) == f"near {s.name}"
             assert np.all(v[near] < s.margin_mm + 1e-4), s.name
+
+
+def test_spleen_avoided_on_the_way_to_the_kidney_but_a_splenic_target_is_reachable(
+        shared_data) -> None:
+    """Spleen and pancreas are not traversed on the way to another target; a target
+    inside the spleen is reached through it."""
+    from ir_planner.io.load import load_image
+    from ir_planner.io.segmentation import load_labels
+
+    img = load_image(shared_data / "totalseg-ct" / "example_ct.nii.gz")
+    labels = load_labels(shared_data / "totalseg-ct" / "masks", image=img)
+    eng = PlanningEngine(img, labels)
+    assert eng.structure("spleen").forbidden and eng.structure("pancreas").forbidden
+    kidney = eng.structure_point("kidney_left")
+    res = eng.search(kidney, top_k=5)
+    assert res.suggestions
+    for m in res.suggestions:
+        assert not any(c.name in ("spleen", "pancreas") for c in m.crossings)
+    assert any(k == "near spleen" for k in res.rejected)
+    spleen = eng.structure_point("spleen")
+    assert "spleen" in eng.allowed_at_target(spleen)
+    res = eng.search(spleen, top_k=3)
+    assert res.suggestions and all(m.verdict.value != "unsafe" for m in res.suggestions)
