@@ -552,6 +552,10 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
     dist = np.linalg.norm(vec, axis=1)
     reach = (dist <= max_len) & (dist > 1e-6)
     rejected["length > needle"] = int(n_skin - reach.sum())
+    notes: list[str] = []
+    if not reach.any() and n_skin:
+        notes.append(f"the nearest skin point is {float(dist.min()):.0f} mm from the target; "
+                     f"the usable needle length is {max_len:.0f} mm")
     entries = skin[reach]
     nrm = normals[reach]
     length = dist[reach]
@@ -566,7 +570,6 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         reason[new] = why
         feasible[mask] = False
 
-    notes: list[str] = []
     for region in c.excluded_regions:
         side = region
         if region == "table":

@@ -223,3 +223,13 @@ def test_target_within_margin_is_explained(setup) -> None:
     res = eng.search(tgt, top_k=1)
     assert not res.feasible.any()
     assert "the target is" in res.explain() and "from aorta (margin 3 mm)" in res.explain()
+
+
+def test_needle_too_short_says_how_short(setup) -> None:
+    grid, labels, eng, target, _ = setup
+    res = eng.search(target, SearchConstraints(max_length_mm=3.0), top_k=1)
+    assert res.n_candidates == 0
+    skin, _ = eng.skin_points()
+    nearest = float(np.linalg.norm(skin - target, axis=1).min())
+    assert f"nearest skin point is {nearest:.0f} mm" in res.explain()
+    assert "usable needle length is 3 mm" in res.explain()
