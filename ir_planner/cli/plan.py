@@ -53,8 +53,8 @@ def register(subparsers: Any) -> None:
         help="evaluate a needle trajectory and/or search safe entry points for a target",
         description="Plan straight needle paths on a segmented scan. Clearance = distance from "
         "the needle axis segment to a structure's voxel cells minus the needle's outer radius. "
-        "Forbidden structures (vessels, bone, lung, airway, bowel, nerves by default) must be "
-        "cleared by their margins. Without --labels the scan is segmented automatically "
+        "Forbidden structures (vessels, bone, lung, airway, bowel, ducts, nerves by default; "
+        "spleen and pancreas unless they hold the target) must be cleared by their margins. Without --labels the scan is segmented automatically "
         "first (body, bone, lung, airway, bowel gas, contrast vessels, the lesion at --target): "
         "coarser than a supplied segmentation, and vessels are NOT avoided on a non-contrast "
         "CT or MR. Coordinates are DICOM patient LPS in mm.",
@@ -105,6 +105,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exact-candidates", action="store_true",
                    help="with --no-all-clearances: minimum clearance within the accuracy "
                         "contract for every candidate, also far from all structures (slower)")
+    p.add_argument("--allow-reentry", action="store_true",
+                   help="with --auto: also suggest paths that leave and re-enter the target's "
+                        "organ (two capsule punctures, or through a cavity such as a "
+                        "vertebra's spinal canal); rejected by default")
     p.add_argument("--allow", action="append", default=[], metavar="NAME",
                    help="allow a forbidden structure for this plan (repeatable), e.g. the "
                    "target's own bone for a bone biopsy: --allow vertebrae_L2 (recorded in "
@@ -208,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
         excluded_regions=tuple(args.exclude_region),
         excluded_spheres=tuple(tuple(float(v) for v in sph) for sph in args.exclude_sphere),
         min_organ_length_mm=min_len,
-        min_separation_deg=args.min_separation, exact_clearance=args.exact_candidates,
+        min_separation_deg=args.min_separation, allow_reentry=args.allow_reentry,
+        exact_clearance=args.exact_candidates,
         all_clearances=args.all_clearances)
 
     results: list[tuple[str, str, TrajectoryMetrics]] = []

@@ -128,6 +128,14 @@ def test_bone_biopsy_allow_and_canal_caution(real, tmp_path, capsys) -> None:
         assert len(runs) == 1, runs
         assert not any(c["forbidden"] for c in t.metrics["crossed_structures"])
     assert "re-enters vertebrae_L2" in plan.settings["planning"]["search"]["summary"]
+    assert plan.settings["planning"]["constraints"]["allow_reentry"] is False
+    code, _, err = _run(capsys, str(ct), "--labels", str(masks), "--target-structure",
+                        "vertebrae_L2", "--allow", "vertebrae_L2", "--auto", "--top", "1",
+                        "--exclude-region", "anterior", "--allow-reentry", "--out", str(out))
+    assert code == 0, err
+    again = Plan.load(out)
+    assert again.settings["planning"]["constraints"]["allow_reentry"] is True
+    assert "re-enters" not in again.settings["planning"]["search"]["summary"]
     # a manual path through the canal: caution with the reason
     from ir_planner.io.load import load_image
     from ir_planner.io.segmentation import load_labels
