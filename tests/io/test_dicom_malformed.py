@@ -81,10 +81,14 @@ def test_truncated_slice_in_series_names_the_file(tmp_path: Path) -> None:
 
 def test_unparsable_slice_of_the_series_stops_the_read(tmp_path: Path) -> None:
     vol = make_volume(shape_kji=(5, 16, 16))
-    files = write_dicom_series(vol, tmp_path / "s", series_uid="1.2.826.0.1.3680043.8.498.55")
+    # A series UID that no generated UID (pydicom's root 1.2.826.0.1.3680043.8.498.)
+    # can start with: searching for it must find the series UID, not a study/SOP UID.
+    uid = "1.2.3.4.999.55"
+    files = write_dicom_series(vol, tmp_path / "s", series_uid=uid)
     # Keep the header start (with the series UID) but corrupt a length field after it.
     ds_bytes = bytearray(files[3].read_bytes())
-    pos = ds_bytes.find(b"1.2.826.0.1.3680043.8.498.55", 300)
+    assert ds_bytes.count(uid.encode()) == 1
+    pos = ds_bytes.find(uid.encode(), 300)
     assert pos > 0
     cut = ds_bytes[: pos + 40] + b"\x20\x00\x13\x00IS\xff\xff" + b"garbage"
     files[3].write_bytes(bytes(cut))
