@@ -42,8 +42,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ir_planner.core.errors import InputError, PlanError
 from ir_planner.core.progress import ProgressCallback, report, subrange
-from ir_planner.planning.clearance_table import SurfaceIndex, structure_distances
-from ir_planner.planning.geometry import segment_box_distance
+from ir_planner.planning.clearance_table import structure_distances
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
 from ir_planner.planning.tube import forbidden_maps, low_t_range, tube_distances
 
@@ -718,8 +717,8 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         # decided exactly and agrees with the table.
         t_tab = time.perf_counter()
         table_names = list(engine._data)
-        table = clearance_table(engine, engine.surface_index, table_names, eq.astype(float),
-                                tq.astype(float), tol_below, tol_above, radius)
+        table = clearance_table(engine, eq.astype(float), tq.astype(float), tol_below,
+                                tol_above, radius)
         bad_sure = np.zeros(n, dtype=bool)
         cols = np.array([engine._data[d.struct.name].index for d in forb], dtype=np.int64)
         if forb and n:
@@ -729,9 +728,7 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
             if len(rows):
                 want = np.zeros((len(rows), len(table_names)), dtype=bool)
                 want[:, cols] = near[rows]
-                zero = engine.endpoint_zero(eq[rows].astype(float), tq.astype(float))
-                _, hi = structure_distances(engine.surface_index, eq[rows].astype(float),
-                                            tq.astype(float), zero=zero, want=want)
+                hi = _exact_distances(engine, eq[rows].astype(float), tq.astype(float), want)
                 sub = table[np.ix_(rows, cols)]
                 table[np.ix_(rows, cols)] = np.where(
                     near[rows], hi[:, cols] - np.float32(radius), sub)
@@ -843,27 +840,17 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
         with np.errstate(invalid="ignore"):
             is_exact = (u_hi - u_lo <= width_ok) & np.isfinite(u_lo)
         if forb and c.exact_clearance:
-            # Beyond the tube range: the engine's exact method (k-d tree of boundary cells +
-            # exact cell distances), structures in order of their bounding-box distance.
+            # Beyond the tube range: the exact kernel for the remaining candidates.
             need = np.flatnonzero(~is_exact & np.isfinite(u_lo))
             if len(need):
-                bb_lo = np.array([d.bbox_lo for d in forb]) * sp - sp / 2
-                bb_hi = np.array([d.bbox_hi for d in forb]) * sp + sp / 2
-                bd_all, _ = segment_box_distance(eq[need].astype(float)[:, None, :],
-                                                 tq.astype(float)[None, None, :],
-                                                 bb_lo[None, :, :], bb_hi[None, :, :])
-                for row, i in enumerate(need):
-                    a_q = eq[i].astype(float)
-                    b_q = tq.astype(float)
-                    bd = bd_all[row]
-                    best = float(u_hi[i])
-                    for k in np.argsort(bd):
-                        if bd[k] >= best:
-                            break
-                        dist_k, _ = engine._exact_q(forb[k], a_q, b_q, cap=best)
-                        best = min(best, dist_k)
-                    u_lo[i] = u_hi[i] = best
-                    is_exact[i] = True
+                want = np.zeros(len(engine._data), dtype=bool)
+                fcols = [engine._data[d.struct.name].index for d in forb]
+                want[fcols] = True
+                hi = _exact_distances(engine, eq[need].astype(float), tq.astype(float), want)
+                best = hi[:, fcols].min(axis=1)
+                u_lo[need] = best
+                u_hi[need] = best
+                is_exact[need] = True
                 n_clear_refined += len(need)
         min_clear = np.where(is_exact, np.minimum(u_lo + tol_above, u_hi), u_lo).astype(float)
         min_clear -= radius
@@ -936,26 +923,30 @@ def search(engine: "PlanningEngine", target_lps: ArrayLike,
                "clearance_refined_paths": n_clear_refined})
 
 
-def surface_index(engine: "PlanningEngine") -> tuple[SurfaceIndex, list[str]]:
-    """The engine's surface-cell index of every structure and the structure names in
-    column order (built with the engine)."""
-    return engine.surface_index, list(engine._data)
-
-
-def clearance_table(engine: "PlanningEngine", index: SurfaceIndex, names: list[str],
-                    a_q: NDArray[np.float64], b_q: NDArray[np.float64], tol_below: float,
-                    tol_above: float, radius_mm: float) -> NDArray[np.float32]:
-    """Clearance (mm) of every segment ``a_q[n] → b_q`` (q-space) to every structure,
-    within the accuracy contract (see :attr:`SearchResult.clearance_mm`)."""
+def clearance_table(engine: "PlanningEngine", a_q: NDArray[np.float64],
+                    b_q: NDArray[np.float64], tol_below: float, tol_above: float,
+                    radius_mm: float) -> NDArray[np.float32]:
+    """Clearance (mm) of every segment ``a_q[n] → b_q`` (q-space) to every structure of
+    the engine (columns in ``engine._data`` order), within the accuracy contract (see
+    :attr:`SearchResult.clearance_mm`)."""
     zero = engine.endpoint_zero(a_q, b_q)
     # The truth lies in [lo, hi]; x = min(lo + 0.25, hi) honours the contract when
     # hi − lo ≤ 0.25 + tol_below. 2 µm of slack (1 µm each side) absorb the float32
     # rounding of lo and hi (≤ 3e-5 mm below 500 mm).
     width = tol_below + tol_above - 2e-3
-    lo, hi = structure_distances(index, a_q, b_q, zero=zero, tol_mm=width)
+    lo, hi = structure_distances(engine.surface_index, a_q, b_q, zero=zero, tol_mm=width)
     val = np.minimum(lo + np.float32(tol_above - 1e-3), hi)
     out = val - np.float32(radius_mm)
     return out.astype(np.float32)
+
+
+def _exact_distances(engine: "PlanningEngine", a_q: NDArray[np.float64],
+                     b_q: NDArray[np.float64], want: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """Exact axis distances (mm) of segments ``a_q[n] → b_q`` (q-space) to the structures
+    selected by ``want`` ((n_struct,) or (n, n_struct) bool; the others are NaN)."""
+    zero = engine.endpoint_zero(a_q, b_q)
+    _, hi = structure_distances(engine.surface_index, a_q, b_q, zero=zero, want=want)
+    return hi
 
 
 def _pareto(obj: NDArray[np.float32]) -> NDArray[np.bool_]:
