@@ -75,23 +75,38 @@ def _register_unavailable(sub: Any, name: str, exc: ImportError) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Run the CLI; returns the process exit code.
+
+    Expected failures print one line and return 2; an interrupt (Ctrl-C), also
+    during the start-up imports, returns 130.
+    """
+    command = "ir-planner"
     try:
-        return int(args.func(args) or 0)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        command = f"ir-planner {args.command}"
+        from ir_planner.cli.guard import check_command_outputs
+        from ir_planner.core.fileio import guarded_inputs
+
+        inputs = check_command_outputs(args)
+        with guarded_inputs(inputs):
+            return int(args.func(args) or 0)
     except IRPlannerError as exc:
-        print(f"ir-planner {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        print(f"ir-planner {args.command}: error: {exc.strerror or exc}: "
+        print(f"{command}: error: {exc.strerror or exc}: "
               f"{exc.filename or ''}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"{command}: error: out of memory (input too large for this machine?)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"ir-planner {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # output piped into a command that stopped reading (``| head``): not an error
@@ -102,6 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected error on one line."""
+    return " ".join(str(exc).split())
+
+
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # between the handlers above and here
+        print("ir-planner: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

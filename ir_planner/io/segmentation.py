@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from ir_planner.core.errors import (
     GeometryError,
+    ImageReadError,
     InputError,
     SegmentationReadError,
 )
@@ -37,7 +38,13 @@ from ir_planner.core.fileio import atomic_write_json
 from ir_planner.core.labels import LabelMap, Structure
 from ir_planner.core.progress import ProgressCallback, report, subrange
 from ir_planner.core.volume import ImageVolume
-from ir_planner.io.image_files import IMAGE_SUFFIXES, is_image_file, write_sitk_atomic
+from ir_planner.io.image_files import (
+    IMAGE_SUFFIXES,
+    is_image_file,
+    read_sitk_checked,
+    write_sitk_atomic,
+)
+from ir_planner.io.integrity import check_allocation
 from ir_planner.io.seg_common import (
     LayerPacker,
     bounding_box,
@@ -182,13 +189,12 @@ def _suffix_of(p: Path) -> str:
 
 
 def _read_sitk(p: Path) -> sitk.Image:
+    """Integrity-check (truncation, geometry fields, size) and read a label-map file."""
     try:
-        return sitk.ReadImage(str(p))
-    except RuntimeError as exc:
-        lines = str(exc).strip().splitlines()
-        raise SegmentationReadError(
-            f"{p}: cannot read label map ({lines[-1] if lines else 'unreadable'})"
-        ) from exc
+        image, _checked = read_sitk_checked(p)
+    except ImageReadError as exc:
+        raise SegmentationReadError(str(exc).replace("cannot read image", "cannot read label map")) from exc
+    return image
 
 
 def _integer_layer(array: NDArray[Any], p: Path, what: str = "label map") -> NDArray[Any]:
@@ -277,12 +283,20 @@ def _read_extra_layers(
 ) -> list[NDArray[Any]]:
     out = list(layers[:1])
     for n, name in enumerate(table.layer_files[1:] if table.layer_files else [], 1):
+        if Path(name).name != name or name in (".", "..") or not is_image_file(name):
+            raise SegmentationReadError(
+                f"{table.source}: layer {n} file {name!r} must be a plain image file name beside "
+                f"{p.name} (no folders, no '..')"
+            )
         layer_path = p.with_name(name)
         if not layer_path.is_file():
             raise SegmentationReadError(
                 f"{p}: layer {n} file {layer_path.name} listed in {table.source} is missing"
             )
-        vol = from_sitk(_read_sitk(layer_path))
+        try:
+            vol = from_sitk(_read_sitk(layer_path))
+        except GeometryError as exc:
+            raise SegmentationReadError(f"{layer_path}: {exc}") from exc
         if not grids_match(vol, grid):
             raise SegmentationReadError(f"{layer_path}: layer {n} is not on the grid of {p.name}")
         out.append(_integer_layer(vol.array, layer_path, f"layer {n}"))
@@ -399,8 +413,19 @@ def _chunks(raw: bytes, gz: bool) -> Iterator[bytes]:
         tail = inflater.unconsumed_tail
         if out:
             yield out
-        if inflater.eof or (not out and not tail):
+        if inflater.eof:
+            if inflater.unused_data.strip(b"\0"):
+                raise _Damaged("trailing bytes after the gzip data (or several members)")
             return
+        if not out and not tail:
+            raise _Damaged(
+                "gzip data is truncated (the file ends before the end of the compressed "
+                "stream); the file is damaged or incompletely copied"
+            )
+
+
+class _Damaged(Exception):
+    """A mask file is truncated or corrupt (message without the file name)."""
 
 
 def _fast_nifti_mask(p: Path) -> tuple[bytes, NDArray[np.bool_]] | None:
@@ -412,8 +437,18 @@ def _fast_nifti_mask(p: Path) -> tuple[bytes, NDArray[np.bool_]] | None:
     NIfTI data is stored x fastest, i.e. C order ``[z, y, x]``, the ITK index order
     that SimpleITK uses, so no flip is involved (the reference file is cross-checked
     against SimpleITK). Truncated or unusual files return None (SimpleITK then
-    reads them and reports errors).
+    reads them and reports errors). A truncated or corrupt file raises
+    :class:`SegmentationReadError` naming it (never a partly decoded mask).
     """
+    try:
+        return _fast_nifti_mask_strict(p)
+    except _Damaged as exc:
+        raise SegmentationReadError(f"{p}: {exc}") from exc
+    except zlib.error as exc:
+        raise SegmentationReadError(f"{p}: gzip data is corrupt ({exc})") from exc
+
+
+def _fast_nifti_mask_strict(p: Path) -> tuple[bytes, NDArray[np.bool_]] | None:
     raw = p.read_bytes()
     pieces = _chunks(raw, p.name.lower().endswith(".gz"))
     head = b""
@@ -433,30 +468,35 @@ def _fast_nifti_mask(p: Path) -> tuple[bytes, NDArray[np.bool_]] | None:
             return None
         while len(head) < vox_offset:
             head += next(pieces)
-    except (zlib.error, StopIteration):
-        return None
+    except StopIteration:
+        raise _Damaged("file ends inside the NIfTI header; truncated") from None
     nx, ny, nz = dim[1], dim[2], dim[3]
+    if min(nx, ny, nz) <= 0:
+        return None  # SimpleITK path: the integrity check names the field
     dtype = np.dtype(_NIFTI_DTYPES[datatype]).newbyteorder(endian)
     count = nx * ny * nz
+    check_allocation(p, count, "mask")
     mask = np.empty(count, dtype=bool)
     pos = 0
     pending = head[vox_offset:]
-    try:
-        for piece in itertools.chain([b""], pieces):
-            buf = pending + piece if pending else piece
-            usable = len(buf) - len(buf) % dtype.itemsize
-            n = min(usable // dtype.itemsize, count - pos)
-            if n > 0:
-                values = np.frombuffer(buf, dtype=dtype, count=n)
-                np.not_equal(values, 0, out=mask[pos: pos + n])
-                pos += n
-            pending = buf[usable:]
-            if pos >= count:
-                break
-    except zlib.error:
-        return None
+    for piece in itertools.chain([b""], pieces):
+        buf = pending + piece if pending else piece
+        usable = len(buf) - len(buf) % dtype.itemsize
+        n = min(usable // dtype.itemsize, count - pos)
+        if n > 0:
+            values = np.frombuffer(buf, dtype=dtype, count=n)
+            np.not_equal(values, 0, out=mask[pos: pos + n])
+            pos += n
+        pending = buf[usable:]
+        if pos >= count:
+            break
     if pos < count:
-        return None  # truncated
+        raise _Damaged(
+            f"truncated: the header declares {count * dtype.itemsize} bytes of voxel data but "
+            f"only {pos * dtype.itemsize} are present"
+        )
+    for _rest in pieces:  # verify the rest of the stream (gzip CRC-32 and length)
+        pass
     geometry = head[40:56] + head[76:108] + head[252:328]
     return geometry, mask.reshape(nz, ny, nx)
 
