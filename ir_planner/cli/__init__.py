@@ -88,9 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         command = f"ir-planner {args.command}"
-        from ir_planner.cli.guard import check_command_outputs
+        from ir_planner.cli.guard import check_command_outputs, check_numbers
         from ir_planner.core.fileio import guarded_inputs
 
+        check_numbers(args)
         inputs = check_command_outputs(args)
         with guarded_inputs(inputs):
             return int(args.func(args) or 0)

@@ -11,12 +11,13 @@ input is read with its sidecar. :func:`command_files` gathers both lists and
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ir_planner.core.errors import OutputError
+from ir_planner.core.errors import InputError, OutputError
 from ir_planner.core.fileio import check_outputs, same_file
 from ir_planner.io.image_files import IMAGE_SUFFIXES
 
@@ -95,3 +96,51 @@ def check_command_outputs(args: argparse.Namespace) -> list[Path]:
             files.extend((f"{what} sidecar", c) for c in _companions(p)[:1])
     check_outputs(files, inputs)
     return inputs
+
+
+#: Ranges of numeric options that reach planning or ablation (inclusive; units in the name).
+NUMBER_RANGES: dict[str, tuple[float, float, str]] = {
+    "needle_length": (1.0, 1000.0, "mm"),
+    "lesion_radius": (0.5, 100.0, "mm"),
+    "radius": (0.5, 100.0, "mm"),
+    "calibration": (0.2, 3.0, ""),
+    "margin": (0.0, 20.0, "mm"),
+    "depth_offset": (-300.0, 300.0, "mm"),
+    "min_separation": (0.0, 180.0, "°"),
+    "max_cc_angle": (0.0, 90.0, "°"),
+    "timeout": (0.1, 3600.0, "s"),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every number given on the command line is finite and, where known, in range.
+
+    Raises
+    ------
+    InputError
+        Naming the option and the accepted range.
+    """
+    for dest, value in sorted(vars(args).items()):
+        if dest in ("func", "command"):
+            continue
+        option = "--" + dest.replace("_", "-")
+        for v in _numbers(value):
+            if not math.isfinite(v):
+                raise InputError(f"{option} must be a finite number; got {v}")
+            if dest in NUMBER_RANGES:
+                lo, hi, unit = NUMBER_RANGES[dest]
+                if not lo <= v <= hi:
+                    raise InputError(
+                        f"{option} must be from {lo:g} to {hi:g}{' ' + unit if unit else ''}; "
+                        f"got {v:g}"
+                    )
+
+
+def _numbers(value: Any) -> Iterable[float]:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _numbers(v)

@@ -75,8 +75,13 @@ def _depth_ok(text: str, limit: int) -> bool:
     return True
 
 
-def loads_strict(text: str, *, source: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def loads_strict(
+    text: str, *, source: str, max_depth: int = MAX_JSON_DEPTH, allow_nan: bool = False
+) -> Any:
     """Parse ``text`` as strict JSON (no duplicate keys, no NaN/Infinity).
+
+    ``allow_nan`` accepts ``NaN``/``Infinity`` (for files whose typed fields are
+    validated afterwards, e.g. plans with free-form metrics).
 
     Raises
     ------
@@ -86,6 +91,8 @@ def loads_strict(text: str, *, source: str, max_depth: int = MAX_JSON_DEPTH) -> 
     if not _depth_ok(text, max_depth):
         raise JsonFileError(f"{source}: JSON nested deeper than {max_depth} levels")
     try:
+        if allow_nan:
+            return json.loads(text, object_pairs_hook=_no_duplicates)
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except _Strict as exc:
         raise JsonFileError(f"{source}: {exc}; not accepted") from exc
@@ -98,7 +105,11 @@ def loads_strict(text: str, *, source: str, max_depth: int = MAX_JSON_DEPTH) -> 
 
 
 def read_json_file(
-    path: str | os.PathLike[str], *, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES
+    path: str | os.PathLike[str],
+    *,
+    what: str = "JSON file",
+    max_bytes: int = MAX_JSON_BYTES,
+    allow_nan: bool = False,
 ) -> Any:
     """Read a strict JSON file, refusing files over ``max_bytes`` before reading them.
 
@@ -138,7 +149,7 @@ def read_json_file(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise JsonFileError(f"{what} {p} is not UTF-8 text (byte {exc.start})") from exc
-    return loads_strict(text, source=f"{what} {p}")
+    return loads_strict(text, source=f"{what} {p}", allow_nan=allow_nan)
 
 
 def condense_validation_error(exc: Exception, *, limit: int = 3) -> str:

@@ -352,11 +352,15 @@ def _refuse_damaged(scan: DicomScan, chosen: Series, series: list[Series]) -> li
         Naming the first damaged file that may belong to the chosen series.
     """
     suspects = list(scan.broken)
+    suffixes = {f.path.suffix.lower() for f in chosen.files}
     for path, _why in scan.skipped:
         if looks_like_dicom_file(path):
             problem = truncation_problem(path)
             if problem:
                 suspects.append((path, problem))
+        elif path.suffix.lower() in suffixes and _size(path) < 132:
+            # an empty or cut file named like the series' files: a slice may be missing
+            suspects.append((path, f"only {_size(path)} bytes, named like the series' files"))
     notes: list[str] = []
     mine = chosen.uid.encode("ascii", "ignore")
     others = [s.uid.encode("ascii", "ignore") for s in series if s.uid and s.uid != chosen.uid]
@@ -376,3 +380,10 @@ def _refuse_damaged(scan: DicomScan, chosen: Series, series: list[Series]) -> li
             "would be incomplete. Remove or replace the file and read again."
         )
     return notes
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

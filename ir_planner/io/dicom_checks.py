@@ -18,8 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from pydicom.uid import UID
 
 from ir_planner.core.errors import ImageReadError
+from ir_planner.io.dicom_scan import VOLUME_SOP_CLASSES
 from ir_planner.io.integrity import check_allocation
 
 __all__ = ["truncation_problem", "check_series_files", "check_rescale", "looks_like_dicom_file"]
@@ -29,6 +31,7 @@ _LONG_VRS = frozenset(
 )
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
+_PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 32
 
 
@@ -57,8 +60,12 @@ def _tag_at(data: bytes, pos: int, little: bool) -> int:
     return (group << 16) | elem
 
 
-def _walk(data: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int) -> int:
-    """Walk elements from ``pos`` up to ``end`` (or a delimiter); returns the position after."""
+def _walk(data: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int,
+          seen: set[int] | None = None) -> int:
+    """Walk elements from ``pos`` up to ``end`` (or a delimiter); returns the position after.
+
+    ``seen`` collects the top-level tags (depth 0 only).
+    """
     if depth > _MAX_DEPTH:
         raise _Unsure("nesting too deep")
     order = "little" if little else "big"
@@ -70,6 +77,8 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool, little: bool, depth: 
             return pos + 8
         if tag == _ITEM:
             raise _Unsure("item outside a sequence")
+        if seen is not None:
+            seen.add(tag)
         if implicit or (tag >> 16) == 0xFFFE:
             length = int.from_bytes(data[pos + 4:pos + 8], order)
             header = 8
@@ -160,6 +169,7 @@ def truncation_problem(path: Path) -> str:
         # file meta: explicit VR little endian, group 0002
         pos = 132
         ts = ""
+        sop_class = ""
         while pos + 8 <= len(data) and int.from_bytes(data[pos:pos + 2], "little") == 0x0002:
             vr = data[pos + 4:pos + 6]
             if vr in _LONG_VRS:
@@ -172,8 +182,12 @@ def truncation_problem(path: Path) -> str:
                 start = pos + 8
             if start + length > len(data):
                 raise _Truncated("file ends inside the file meta information")
-            if int.from_bytes(data[pos + 2:pos + 4], "little") == 0x0010:
-                ts = data[start:start + length].rstrip(b"\0 ").decode("ascii", "replace")
+            element = int.from_bytes(data[pos + 2:pos + 4], "little")
+            value = data[start:start + length].rstrip(b"\0 ").decode("ascii", "replace")
+            if element == 0x0010:
+                ts = value
+            elif element == 0x0002:
+                sop_class = value
             pos = start + length
         if pos >= len(data):
             return "file ends after the file meta information (no data set)"
@@ -181,7 +195,11 @@ def truncation_problem(path: Path) -> str:
             return ""  # deflated: not walked
         implicit = ts == "1.2.840.10008.1.2"
         little = ts != "1.2.840.10008.1.2.2"
-        _walk(data, pos, len(data), implicit, little, 0)
+        seen: set[int] = set()
+        _walk(data, pos, len(data), implicit, little, 0, seen)
+        if sop_class in VOLUME_SOP_CLASSES and _PIXEL_DATA not in seen:
+            return (f"incomplete: a {UID(sop_class).name} object that ends before its pixel "
+                    "data")
     except _Truncated as exc:
         return f"truncated: {exc}"
     except _Unsure:

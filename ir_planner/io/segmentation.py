@@ -45,6 +45,7 @@ from ir_planner.io.image_files import (
     write_sitk_atomic,
 )
 from ir_planner.io.integrity import check_allocation
+from ir_planner.io.load import check_input_path
 from ir_planner.io.seg_common import (
     LayerPacker,
     bounding_box,
@@ -111,8 +112,7 @@ def load_labels(
     """
     p = Path(path)
     report(progress, 0.0, f"reading {p.name}")
-    if not p.exists():
-        raise SegmentationReadError(f"{p}: no such file or folder")
+    check_input_path(p, SegmentationReadError)
     if p.is_dir():
         if names is not None:
             raise InputError(f"{p}: names= applies to label-map files, not to mask folders")
