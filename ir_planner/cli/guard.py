@@ -98,16 +98,13 @@ def check_command_outputs(args: argparse.Namespace) -> list[Path]:
     return inputs
 
 
-#: Ranges of numeric options that reach planning or ablation (inclusive; units in the name).
+#: Ranges of numeric options that reach planning or ablation and that no command checks
+#: itself (inclusive). The commands check the others (--calibration, --margin, angles).
 NUMBER_RANGES: dict[str, tuple[float, float, str]] = {
     "needle_length": (1.0, 1000.0, "mm"),
     "lesion_radius": (0.5, 100.0, "mm"),
     "radius": (0.5, 100.0, "mm"),
-    "calibration": (0.2, 3.0, ""),
-    "margin": (0.0, 20.0, "mm"),
     "depth_offset": (-300.0, 300.0, "mm"),
-    "min_separation": (0.0, 180.0, "°"),
-    "max_cc_angle": (0.0, 90.0, "°"),
     "timeout": (0.1, 3600.0, "s"),
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydicom.uid import UID
@@ -54,7 +55,7 @@ def looks_like_dicom_file(path: Path) -> bool:
 
 
 def _tag_at(data: bytes, pos: int, little: bool) -> int:
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     group = int.from_bytes(data[pos:pos + 2], order)
     elem = int.from_bytes(data[pos + 2:pos + 4], order)
     return (group << 16) | elem
@@ -68,7 +69,7 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool, little: bool, depth: 
     """
     if depth > _MAX_DEPTH:
         raise _Unsure("nesting too deep")
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     while pos < end:
         if pos + 8 > len(data):
             raise _Truncated(f"file ends inside the tag at byte {pos}")
@@ -113,7 +114,7 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool, little: bool, depth: 
 
 
 def _walk_items(data: bytes, pos: int, implicit: bool, little: bool, depth: int, name: str) -> int:
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     while True:
         if pos + 8 > len(data):
             raise _Truncated(f"file ends inside sequence {name} (no sequence delimiter)")
@@ -135,7 +136,7 @@ def _walk_items(data: bytes, pos: int, implicit: bool, little: bool, depth: int,
 def _walk_defined_items(
     data: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int, name: str
 ) -> None:
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     while pos < end:
         if pos + 8 > len(data):
             raise _Truncated(f"file ends inside sequence {name}")
