@@ -277,8 +277,17 @@ def check_series_files(
         need = n_frames * f_rows * f_cols * np.dtype(dtype).itemsize
         try:
             present = path.stat().st_size - offset
+            with open(path, "rb") as fh:  # the element's length precedes its value
+                fh.seek(max(offset - 4, 0))
+                declared = int.from_bytes(fh.read(4), "little")
         except OSError as exc:
             raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        if declared > need + 1 and offset >= 4:
+            raise ImageReadError(
+                f"{path}: PixelData holds {declared} bytes but Rows × Columns × frames "
+                f"({f_rows} × {f_cols} × {n_frames}) needs {need}: Rows, Columns or "
+                "BitsAllocated is damaged (the image would be read scrambled)"
+            )
         if present < need:
             raise ImageReadError(
                 f"{path}: pixel data truncated: Rows × Columns × frames ({f_rows} × {f_cols} × "

@@ -222,6 +222,18 @@ def _short_pixels(d: Path) -> Case:
                 inputs=files, outputs=[out])
 
 
+@case("dicom-pixeldata-long")
+def _long_pixels(d: Path) -> Case:
+    folder = d / "dcm_long"
+    files = corpus.dicom_series(folder)
+    ds = pydicom.dcmread(files[2])
+    ds.Rows = 4  # the data holds 8 rows
+    ds.save_as(files[2])
+    out = d / "long.nii.gz"
+    return Case("dicom-pixeldata-long", ["convert", str(folder), str(out)], files[2].name,
+                inputs=files, outputs=[out])
+
+
 # -- class 6: paths that escape ------------------------------------------------------------
 
 def _nhdr(d: Path, name: str, data_file: str) -> Case:
