@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "plan",
     "ablate",
     "devices",
+    "plugins",
     "datasets",
     "demo",
 ]
