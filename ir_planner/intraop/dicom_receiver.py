@@ -154,8 +154,9 @@ class DicomReceiver:
 
     # -- handlers (pynetdicom threads) ------------------------------------------------
     def _on_requested(self, event: Any) -> None:
-        calling = str(event.assoc.requestor.ae_title).strip()
-        called = str(event.assoc.acceptor.ae_title).strip() if event.assoc.acceptor else ""
+        prim = event.assoc.requestor.primitive
+        calling = str(getattr(prim, "calling_ae_title", "") or "").strip()
+        called = str(getattr(prim, "called_ae_title", "") or "").strip()
         if self.allowed and calling not in self.allowed:
             self.on_status("refused", f"DICOM association from AE {calling!r} "
                            f"({event.assoc.requestor.address}) refused: not in the allow-list")

@@ -381,10 +381,10 @@ class GuidanceSession:
             return job[1], job[0]
         self.emit("series_received", **job.to_dict())
         try:
-            uid = job.series_uid if job.source != "watch" or job.files[0].suffix.lower() in (
-                ".dcm", "") else None
-            path = job.files[0] if len(job.files) == 1 and job.folder.is_file() else job.folder
-            vol = load_image(path, series_uid=uid if not job.folder.is_file() else None)
+            if job.folder.is_file():  # an image file from the watch folder
+                vol = load_image(job.folder)
+            else:
+                vol = load_image(job.folder, series_uid=job.series_uid or None)
         except IRPlannerError as exc:
             self.emit("scan_rejected", reason="unreadable", series_uid=job.series_uid,
                       detail=str(exc))
