@@ -1,6 +1,7 @@
 """The output guard applied to every sub-command before it runs.
 
-Outputs are the arguments whose destination is ``out`` or ends in ``_out``; every
+Outputs are the arguments whose destination is ``out`` or ends in ``_out`` (and the
+few listed in :data:`EXTRA_OUTPUTS`); every
 other argument naming an existing file or folder is an input. A label-map output
 also writes ``<stem>.labels.json`` (and ``<stem>.layerN<suffix>``); a label-map
 input is read with its sidecar. :func:`command_files` gathers both lists and
@@ -22,6 +23,10 @@ from ir_planner.core.fileio import check_outputs, same_file
 from ir_planner.io.image_files import IMAGE_SUFFIXES
 
 __all__ = ["command_files", "check_command_outputs"]
+
+
+#: Output options not named ``--out``/``--*-out`` (``live --events``, ``live --record``).
+EXTRA_OUTPUTS = frozenset({"events", "record"})
 
 
 def _option(dest: str) -> str:
@@ -59,7 +64,7 @@ def command_files(args: argparse.Namespace) -> tuple[list[tuple[str, Path]], lis
     for dest, value in sorted(vars(args).items()):
         if dest in ("func", "command"):
             continue
-        if dest == "out" or dest.endswith("_out"):
+        if dest == "out" or dest.endswith("_out") or dest in EXTRA_OUTPUTS:
             for p in _paths(value):
                 outputs.append((_option(dest), p))
         else:
