@@ -33,6 +33,8 @@ COMMAND_MODULES: list[str] = [
     "devices",
     "datasets",
     "demo",
+    "render",
+    "gui",
 ]
 
 

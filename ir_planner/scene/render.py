@@ -28,6 +28,7 @@ from ir_planner.core.labels import LabelMap
 from ir_planner.core.plan import Plan, TrajectoryRecord
 from ir_planner.core.volume import ImageVolume
 from ir_planner.planning.ablation import Probe, get_device, zone_for
+from ir_planner.planning.engine import PlanningEngine
 from ir_planner.scene._files import atomic_write_bytes
 from ir_planner.scene.actors import clearance_profile, margin_shell_mesh, zone_mesh
 from ir_planner.scene.scene import PlanningScene
@@ -42,7 +43,7 @@ from ir_planner.scene.slices import (
 from ir_planner.scene.style import WindowLevel
 from ir_planner.scene.surfaces import MeshOptions
 
-__all__ = ["VIEWS", "render", "save_png", "show_plan", "plane_for_view", "RenderOptions",
+__all__ = ["VIEWS", "render", "engine_slack", "SlackFunction", "save_png", "show_plan", "plane_for_view", "RenderOptions",
            "needle_diameter_mm", "zone_for_record"]
 
 #: Views :func:`render` knows: 3D camera directions and planar slices.
@@ -53,9 +54,36 @@ _PLANAR = ("axial", "coronal", "sagittal", "along-needle", "bullseye")
 #: Outer diameter (mm) used when a trajectory record names no needle (18 G).
 DEFAULT_NEEDLE_DIAMETER_MM = 1.27
 
-#: A slack function: (a_lps, b_lps) → smallest (clearance − margin) in mm of the
-#: needle piece a→b to any forbidden structure.
+#: A slack function: (a_lps, b_lps) → smallest (axis distance − margin) in mm of
+#: the needle *axis* piece a→b to any forbidden structure (the needle's radius is
+#: subtracted per trajectory when colouring).
 SlackFunction = Callable[[NDArray[np.float64], NDArray[np.float64]], float]
+
+
+def engine_slack(engine: PlanningEngine, target_lps: ArrayLike, entry_lps: ArrayLike, *,
+                 band_mm: float = 2.0) -> SlackFunction:
+    """An exact :data:`SlackFunction` for one trajectory from the planning engine.
+
+    Structures allowed at the target (its organ) are left out, as in the engine's
+    verdict. Structures whose distance to the whole needle already exceeds their
+    margin + ``band_mm`` + 10 mm are green along all of it and not sampled.
+    """
+    allowed = engine.allowed_at_target(target_lps)
+    a = np.asarray(entry_lps, float)
+    b = np.asarray(target_lps, float)
+    near = []
+    for s in engine.forbidden:
+        if s.name in allowed:
+            continue
+        d, _ = engine.exact_distance(s.name, a, b)
+        if d - s.margin_mm <= band_mm + 10.0:
+            near.append(s)
+
+    def slack(p: NDArray[np.float64], q: NDArray[np.float64]) -> float:
+        values = [engine.exact_distance(s.name, p, q)[0] - s.margin_mm for s in near]
+        return float(min(values, default=np.inf))
+
+    return slack
 
 
 @dataclass(frozen=True)
@@ -129,7 +157,8 @@ def _record_slack(record: TrajectoryRecord, samples: int = 24
     return pos, slack
 
 
-def show_plan(scene: PlanningScene, plan: Plan, *, slack_fn: SlackFunction | None = None,
+def show_plan(scene: PlanningScene, plan: Plan, *,
+              slack_fn: Callable[[TrajectoryRecord], SlackFunction | None] | None = None,
               margin_mm: float = 5.0, selected: str | None = None) -> list[str]:
     """Draw the plan's target, trajectories and ablations on ``scene``.
 
@@ -143,7 +172,8 @@ def show_plan(scene: PlanningScene, plan: Plan, *, slack_fn: SlackFunction | Non
     scene : PlanningScene
     plan : Plan
     slack_fn : callable, optional
-        ``(a_lps, b_lps) → clearance − margin (mm)`` of a needle piece.
+        ``slack_fn(record)`` gives the :data:`SlackFunction` of a trajectory (e.g.
+        :func:`engine_slack`), or None to use the record's stored metrics.
     margin_mm : float
         Ablative margin of the shell drawn around the target structure.
     selected : str, optional
@@ -159,8 +189,10 @@ def show_plan(scene: PlanningScene, plan: Plan, *, slack_fn: SlackFunction | Non
             scene.remove(key)
             scene.remove(f"marker:entry:{name}")
     for t in plan.trajectories:
-        if slack_fn is not None:
-            pos, slack = clearance_profile(slack_fn, t.entry_lps, t.target_lps)
+        fn = slack_fn(t) if slack_fn is not None else None
+        if fn is not None:
+            pos, axis_slack = clearance_profile(fn, t.entry_lps, t.target_lps)
+            slack = axis_slack - needle_diameter_mm(t) / 2.0
         else:
             prof = _record_slack(t)
             pos, slack = prof if prof is not None else (None, None)
@@ -230,7 +262,7 @@ def plane_for_view(view: str, image: ImageVolume, plan: Plan | None, *,
 
 def render(image: ImageVolume | None, labels: LabelMap | None, plan: Plan | None = None, *,
            view: str = "3d", options: RenderOptions | None = None,
-           slack_fn: SlackFunction | None = None,
+           slack_fn: Callable[[TrajectoryRecord], SlackFunction | None] | None = None,
            skin: pv.PolyData | None = None) -> NDArray[np.uint8]:
     """Render a picture of a case and its plan off-screen (no Qt).
 
@@ -244,7 +276,7 @@ def render(image: ImageVolume | None, labels: LabelMap | None, plan: Plan | None
         One of :data:`VIEWS`.
     options : RenderOptions, optional
     slack_fn : callable, optional
-        Exact clearance of needle pieces (see :func:`show_plan`).
+        Per-trajectory exact clearance of needle pieces (see :func:`show_plan`).
     skin : pyvista.PolyData, optional
         A skin risk surface (:func:`~ir_planner.scene.actors.skin_risk_mesh`).
 

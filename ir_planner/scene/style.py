@@ -46,11 +46,11 @@ CATEGORY_OPACITY: dict[Category, float] = {
     Category.NERVE: 1.0,
     Category.TARGET: 1.0,
     Category.AIRWAY: 0.8,
-    Category.BOWEL: 0.7,
-    Category.LUNG: 0.25,
-    Category.SOLID_ORGAN: 0.45,
-    Category.MUSCLE: 0.2,
-    Category.BODY: 0.12,
+    Category.BOWEL: 0.4,
+    Category.LUNG: 0.2,
+    Category.SOLID_ORGAN: 0.4,
+    Category.MUSCLE: 0.08,
+    Category.BODY: 0.1,
     Category.OTHER: 0.5,
 }
 
