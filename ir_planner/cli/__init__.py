@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "plan",
     "ablate",
     "devices",
+    "plugins",
     "datasets",
     "demo",
     "render",

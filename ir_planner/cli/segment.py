@@ -12,13 +12,14 @@ from typing import Any
 from ir_planner.cli.common import parse_point, print_json, print_table, progress_printer
 from ir_planner.core.catalog import Category
 from ir_planner.core.errors import InputError
+from ir_planner.core.plugins import PluginError
 from ir_planner.core.progress import subrange
 from ir_planner.io.image_files import is_image_file
 from ir_planner.io.load import load_image
 from ir_planner.io.segmentation import save_labels
 from ir_planner.segmentation.auto import segment_auto
 from ir_planner.segmentation.lesion import segment_lesion
-from ir_planner.segmentation.plugins import available_segmenters, get_segmenter
+from ir_planner.segmentation.plugins import get_segmenter
 
 __all__ = ["register", "run"]
 
@@ -76,9 +77,13 @@ def run(args: argparse.Namespace) -> int:
     name = args.segmenter.lower()
     if name == "none" and seed is None:
         raise InputError("--segmenter none makes sense only with --lesion X Y Z")
-    if name not in ("none", "classic") and name not in available_segmenters():
-        raise InputError(f"--segmenter {args.segmenter!r} unknown; available: none, "
-                         f"{', '.join(sorted(available_segmenters()))}")
+    segmenter = None
+    if name not in ("none", "classic"):  # a plugin's: unknown or unusable -> one line why
+        try:
+            segmenter = get_segmenter(name)
+        except PluginError as exc:
+            raise InputError(f"--segmenter {args.segmenter!r}: {exc}; or use 'none' with "
+                             "--lesion") from exc
     progress = progress_printer(args)
     image = load_image(args.image, series_uid=args.series_uid,
                        progress=subrange(progress, 0.0, 0.15))
@@ -95,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
         labels = LabelMap([np.zeros(image.shape, dtype=np.uint8)], image, [])
     else:
-        labels = get_segmenter(name).run(image, subrange(progress, 0.15, 0.9))
+        assert segmenter is not None
+        labels = segmenter.run(image, subrange(progress, 0.15, 0.9))
     if seed is not None:
         lesion = segment_lesion(image, seed, radius_mm=args.radius)
         lesion_name = "lesion" if "lesion" not in labels.names else "lesion_click"

@@ -7,8 +7,8 @@ Modules (imported on demand, nothing is loaded here):
   ``segment_mr``, ``segment_for_planning``.
 * :mod:`~ir_planner.segmentation.lesion` – lesion from one click: ``segment_lesion``.
 * :mod:`~ir_planner.segmentation.edit` – undoable editing: ``LabelEditor``.
-* :mod:`~ir_planner.segmentation.plugins` – the ``Segmenter`` protocol and discovery
-  through the ``ir_planner.segmenters`` entry-point group.
+* :mod:`~ir_planner.segmentation.plugins` – the ``Segmenter`` protocol; segmenters
+  come from the plugin registry (:mod:`ir_planner.core.plugins`).
 * :mod:`~ir_planner.segmentation.synthetic` – synthetic lesions of known shape.
 
 This package imports only :mod:`ir_planner.core` (not io or planning: same layer).

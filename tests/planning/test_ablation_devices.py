@@ -86,13 +86,16 @@ def test_plugins_lazy_and_broken_plugin_skipped(tmp_path: Path, monkeypatch) -> 
     import importlib
 
     importlib.invalidate_caches()
-    cat = DeviceCatalog(user_dir="/nonexistent")
-    import plugdevices  # type: ignore[import-not-found]
+    from ir_planner.core.plugins import PluginRegistry, use_registry
 
-    assert plugdevices.CALLS == []  # nothing loaded before first use
-    assert cat.get("my-mw").name == "My MW"
-    assert plugdevices.CALLS == [1]
-    assert any("bad" in w and "plugin exploded" in w for w in cat.warnings)
+    with use_registry(PluginRegistry()):  # discovers the plugin installed above
+        cat = DeviceCatalog(user_dir="/nonexistent")
+        import plugdevices  # type: ignore[import-not-found]
+
+        assert plugdevices.CALLS == []  # nothing loaded before first use
+        assert cat.get("my-mw").name == "My MW"
+        assert plugdevices.CALLS == [1]
+        assert any("bad" in w and "plugin exploded" in w for w in cat.warnings)
 
 
 @pytest.mark.parametrize("mutate,message", [

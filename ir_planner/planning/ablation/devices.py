@@ -21,10 +21,12 @@ than charts; the catalog keeps them apart so the user can choose. A device may g
 
 Sources, in order (a later one overrides a device with the same id, with a warning):
 
-1. the package's own files (``ir_planner/data/devices/*.json``);
-2. plugins: entry points of group ``ir_planner.devices``; each loads to a callable
-   returning a path, a catalog dict, or a list of those (or is such an object itself).
-   Plugins are loaded lazily on first use; a broken plugin is logged and skipped;
+1. the package's own files (``ir_planner/data/devices/*.json``), contributed by IR
+   Planner's own plugin manifest;
+2. plugins' ``[[devices]]`` contributions (:mod:`ir_planner.core.plugins`); each
+   ``python_name`` names a callable returning a path, a catalog dict, or a list of those
+   (or is such an object itself). Loaded lazily on first use; a broken plugin is
+   reported and skipped;
 3. the user's folder: ``$IR_PLANNER_DEVICES_DIR`` or ``~/.config/ir-planner/devices/``.
 
 Heat-based zones (microwave, RF) are ellipsoids: ``length_mm`` along the needle axis,
@@ -45,7 +47,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ir_planner.core.errors import InputError
+from ir_planner.core.errors import InputError, IRPlannerError
+from ir_planner.core.plugins import BUILTIN_PLUGIN, Kind, Status, get_registry
 
 __all__ = [
     "DEVICE_SCHEMA",
@@ -57,12 +60,12 @@ __all__ = [
     "load_catalog",
     "get_device",
     "user_devices_dir",
+    "builtin_catalog_files",
 ]
 
 log = logging.getLogger(__name__)
 
 DEVICE_SCHEMA = "ir-planner-device/1"
-ENTRY_POINT_GROUP = "ir_planner.devices"
 KINDS = ("microwave", "radiofrequency", "cryo", "biopsy")
 HEAT_KINDS = ("microwave", "radiofrequency")
 #: What the numbers of a setting are (its ``evidence``; optional).
@@ -357,7 +360,8 @@ def user_devices_dir() -> Path:
     return Path.home() / ".config" / "ir-planner" / "devices"
 
 
-def _builtin_files() -> list[Path]:
+def builtin_catalog_files() -> list[Path]:
+    """The package's own catalog files (contributed through ``ir_planner/plugin.toml``)."""
     folder = resources.files("ir_planner") / "data" / "devices"
     return sorted(Path(str(p)) for p in folder.iterdir() if str(p).endswith(".json"))
 
@@ -377,7 +381,8 @@ class DeviceCatalog:
     Parameters
     ----------
     include_plugins : bool
-        Whether to load ``ir_planner.devices`` entry points (lazily, on first use).
+        Whether to load plugins' device catalogs (lazily, on first use); the built-in
+        files are always loaded.
     user_dir : path or None
         The user's folder; None = :func:`user_devices_dir`. Missing folders are fine.
     extra : list of path or dict
@@ -413,10 +418,7 @@ class DeviceCatalog:
         if self._devices is not None:
             return self._devices
         self._devices = {}
-        for path in _builtin_files():
-            self._add(_read_file(path))  # a broken built-in file is a bug: let it raise
-        if self._include_plugins:
-            self._load_plugins()
+        self._load_contributed()
         folder = self._user_dir if self._user_dir is not None else user_devices_dir()
         if folder.is_dir():
             for path in sorted(folder.glob("*.json")):
@@ -430,15 +432,25 @@ class DeviceCatalog:
             self._add_item(item, f"extra[{n}]")
         return self._devices
 
-    def _load_plugins(self) -> None:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+    def _load_contributed(self) -> None:
+        registry = get_registry()
+        for contrib in registry.contributions(Kind.DEVICES):
+            if contrib.plugin == BUILTIN_PLUGIN:
+                # a broken built-in file is a bug: let it raise
+                for item in _plugin_items(registry.load(contrib)):
+                    self._add_item(item, "built-in")
+                continue
+            if not self._include_plugins:
+                continue
             try:
-                for item in _plugin_items(ep.load()):
-                    self._add_item(item, f"plugin {ep.name}")
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must never be fatal
-                msg = f"device plugin {ep.name!r} ({ep.value}) failed and was skipped: {exc}"
+                with registry.guard(contrib, "reading its catalog"):
+                    for item in _plugin_items(registry.load(contrib)):
+                        self._add_item(item, f"plugin {contrib.plugin}")
+            except IRPlannerError as exc:  # bad catalog data or a plugin failure: skip it
+                if contrib.status is not Status.FAILED:
+                    registry.fail(contrib, str(exc))
+                msg = (f"device plugin {contrib.plugin!r} ({contrib.python_name}) failed "
+                       f"and was skipped: {exc}")
                 log.warning(msg)
                 self.warnings.append(msg)
 

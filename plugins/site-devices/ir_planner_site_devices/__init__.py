@@ -1,0 +1,1 @@
+"""IR Planner plugin: an example site's device catalog (see ``plugin.toml``)."""
