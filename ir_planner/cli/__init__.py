@@ -37,6 +37,8 @@ COMMAND_MODULES: list[str] = [
     "datasets",
     "demo",
     "live",
+    "render",
+    "gui",
 ]
 
 
