@@ -1,9 +1,11 @@
 """Ctrl-C at any moment after the interpreter started, start-up imports included:
 exit 130, one line, no traceback, no partial output.
 
-The child signals "ready" once Python itself is initialised (a signal during the
-interpreter's own site initialisation is outside the application), then runs the
-command exactly as the ``ir-planner`` script does.
+The child signals "ready" once the ``ir_planner`` package itself is imported (the
+first line of application code installs the start-up handler; a signal during the
+interpreter's own initialisation, before any application code, is outside the
+application), then runs the command exactly as the ``ir-planner`` script does: the
+command's imports (seconds on a loaded machine) are covered.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from tests.fuzz import corpus
 
 CHILD = (
     "import sys\n"
-    "sys.stderr.write('ready\\n'); sys.stderr.flush()\n"
     "sys.argv = ['ir-planner', *sys.argv[1:]]\n"
+    "import ir_planner\n"
+    "sys.stderr.write('ready\\n'); sys.stderr.flush()\n"
     "from ir_planner.cli import run\n"
     "run()\n"
 )
 
 
-@pytest.mark.parametrize("delay_s", [0.02, 0.3, 1.0, 3.0])
+@pytest.mark.parametrize("delay_s", [0.0, 0.3, 1.0, 3.0])
 def test_sigint_exits_130_without_traceback(tmp_path: Path, delay_s: float) -> None:
     image = corpus.write_image(tmp_path / "ct.nii.gz", corpus.small_array((40, 64, 64)))
     out = tmp_path / "o.nrrd"
