@@ -19,6 +19,7 @@ from ir_planner.core.errors import InputError
 from ir_planner.intraop.dicom_receiver import DicomReceiver
 from ir_planner.intraop.igtl_net import IgtlClient, IgtlServer, parse_host_port
 from ir_planner.intraop.live import EventLog, build_session
+from ir_planner.intraop.plugin_sources import check_plugin_source, start_plugin_source
 from ir_planner.intraop.recorder import Recorder, replay
 from ir_planner.intraop.watch import WatchFolder
 
@@ -51,6 +52,9 @@ def register(subparsers: Any) -> None:
     g.add_argument("--igtl-connect", default=None, metavar="HOST:PORT",
                    help="connect to an OpenIGTLink server (e.g. 3D Slicer, PLUS)")
     p.add_argument("--watch", type=Path, default=None, help="watch this folder for scans")
+    p.add_argument("--source", action="append", default=[], metavar="ID[:OPTION]",
+                   help="a plugin's live source (see 'ir-planner plugins --kind "
+                   "live_sources'); repeatable")
     p.add_argument("--quiet-s", type=float, default=2.0,
                    help="a series is complete after this many seconds without a new file")
     p.add_argument("--trajectory", default=None, help="planned trajectory to guide along")
@@ -87,10 +91,13 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet_s <= 0 or args.stale_s <= 0:
         raise InputError("--quiet-s and --stale-s must be > 0 seconds")
     sources = [args.dicom_port is not None, args.igtl_port is not None,
-               args.igtl_connect is not None, args.watch is not None, args.replay is not None]
+               args.igtl_connect is not None, args.watch is not None, bool(args.source),
+               args.replay is not None]
     if not any(sources):
         raise InputError("give at least one source: --dicom-port, --igtl-port, --igtl-connect, "
-                         "--watch or --replay")
+                         "--watch, --source or --replay")
+    for spec in args.source:
+        check_plugin_source(spec)  # unknown or failed plugin: say so before loading anything
     if args.events.resolve() == args.plan.resolve():
         raise InputError("--events must not be the plan file")
     log = EventLog(args.events, echo=None if args.quiet else sys.stdout)
@@ -120,11 +127,13 @@ def run(args: argparse.Namespace) -> int:
             stoppers.append(WatchFolder(args.watch, session.submit_series,
                                         lambda k, d: session.source_status(  # type: ignore[union-attr]
                                             "watch", k, d), quiet_s=args.quiet_s).start())
+        for spec in args.source:
+            stoppers.append(start_plugin_source(spec, session))
         if args.replay is not None:
             n = replay(args.replay, session)
             session.emit("source", source="replay", state="done",
                          detail=f"replayed {n} items from {args.replay}")
-        _wait(args.exit_after, live=any(sources[:4]))
+        _wait(args.exit_after, live=any(sources[:5]))
     finally:
         for s in reversed(stoppers):
             s.stop()
