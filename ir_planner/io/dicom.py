@@ -361,9 +361,21 @@ def _refuse_damaged(scan: DicomScan, chosen: Series, series: list[Series]) -> li
         elif path.suffix.lower() in suffixes and _size(path) < 132:
             # an empty or cut file named like the series' files: a slice may be missing
             suspects.append((path, f"only {_size(path)} bytes, named like the series' files"))
+    for other in series:
+        if other.uid == chosen.uid:
+            continue
+        for f in other.files:
+            # a file cut inside its header can parse with a cut SeriesInstanceUID and form a
+            # "series" of its own: check files with problems and single-file series
+            if f.problem or len(other.files) == 1:
+                problem = truncation_problem(f.path)
+                if problem:
+                    suspects.append((f.path, problem))
     notes: list[str] = []
     mine = chosen.uid.encode("ascii", "ignore")
-    others = [s.uid.encode("ascii", "ignore") for s in series if s.uid and s.uid != chosen.uid]
+    damaged = {p for p, _ in suspects}
+    others = [s.uid.encode("ascii", "ignore") for s in series
+              if s.uid and s.uid != chosen.uid and any(f.path not in damaged for f in s.files)]
     for path, why in suspects:
         try:
             with open(path, "rb") as fh:
