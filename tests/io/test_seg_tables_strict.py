@@ -24,7 +24,7 @@ def test_names_out_form_reads_back(tmp_path: Path) -> None:
 def test_margins_that_would_switch_the_check_off_are_refused(tmp_path: Path,
                                                              margin: str) -> None:
     p = tmp_path / "names.json"
-    p.write_text('{"1": {"name": "aorta", "margin_mm": %s}}' % margin)
+    p.write_text('{"1": {"name": "aorta", "margin_mm": ' + margin + "}}")
     with pytest.raises(SegmentationReadError, match="names.json") as err:
         read_names_table(p)
     assert "\n" not in str(err.value)
