@@ -33,6 +33,7 @@ _LONG_VRS = frozenset(
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
+_SERIES_UID = 0x0020000E
 _MAX_DEPTH = 32
 
 
@@ -157,6 +158,9 @@ def _walk_defined_items(
 def truncation_problem(path: Path) -> str:
     """Where a DICOM file ends inside a data element ("" if it is complete or unsure).
 
+    Also reports a CT/MR/PET image object (by its file meta SOP class) that has no
+    pixel data or no SeriesInstanceUID: a damaged slice, not "another kind of file".
+
     Only Part-10 files (``DICM`` marker) are walked; deflated transfer syntaxes
     and anything the walker does not understand give "" (no claim).
     """
@@ -201,6 +205,9 @@ def truncation_problem(path: Path) -> str:
         if sop_class in VOLUME_SOP_CLASSES and _PIXEL_DATA not in seen:
             return (f"incomplete: a {UID(sop_class).name} object that ends before its pixel "
                     "data")
+        if sop_class in VOLUME_SOP_CLASSES and _SERIES_UID not in seen:
+            return (f"damaged: a {UID(sop_class).name} object without SeriesInstanceUID "
+                    "(0020,000E)")
     except _Truncated as exc:
         return f"truncated: {exc}"
     except _Unsure:
