@@ -26,6 +26,7 @@ incomplete volume):
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from ir_planner.io.dicom_checks import (
     truncation_problem,
 )
 from ir_planner.io.dicom_geometry import resample_to_grid
-from ir_planner.io.dicom_scan import DicomScan, FileHeader, scan_dicom
+from ir_planner.io.dicom_scan import VOLUME_SOP_CLASSES, DicomScan, FileHeader, scan_dicom
 from ir_planner.io.dicom_series import (
     Series,
     SeriesInfo,
@@ -338,6 +339,11 @@ def read_dicom_series(
     )
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: Problems of an image file that mean a damaged file (not another kind of image).
+_DAMAGE_PROBLEMS = frozenset({"no pixel data", "no valid Rows/Columns"})
+
+
 def _refuse_damaged(scan: DicomScan, chosen: Series, series: list[Series]) -> list[str]:
     """Stop on damaged DICOM files that may belong to ``chosen``; notes for the others.
 
@@ -365,9 +371,14 @@ def _refuse_damaged(scan: DicomScan, chosen: Series, series: list[Series]) -> li
         if other.uid == chosen.uid:
             continue
         for f in other.files:
-            # a file cut inside its header can parse with a cut SeriesInstanceUID and form a
-            # "series" of its own: check files with problems and single-file series
-            if f.problem or len(other.files) == 1:
+            # a file cut or damaged inside its header can parse with a cut or garbled
+            # SeriesInstanceUID and form a "series" of its own
+            if not _UID.fullmatch(other.uid):
+                suspects.append((f.path, f"damaged header: SeriesInstanceUID "
+                                         f"{other.uid[:40]!r}... is not a valid UID"))
+            elif f.sop_class in VOLUME_SOP_CLASSES and f.problem in _DAMAGE_PROBLEMS:
+                suspects.append((f.path, f"damaged image object: {f.problem}"))
+            elif f.problem or len(other.files) == 1:
                 problem = truncation_problem(f.path)
                 if problem:
                     suspects.append((f.path, problem))
