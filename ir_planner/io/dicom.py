@@ -43,6 +43,7 @@ from ir_planner.io.dicom_checks import (
     check_rescale,
     check_series_files,
     looks_like_dicom_file,
+    meta_sop_class,
     truncation_problem,
 )
 from ir_planner.io.dicom_geometry import resample_to_grid
@@ -359,9 +360,11 @@ def _refuse_damaged(scan: DicomScan, chosen: Series, series: list[Series]) -> li
     """
     suspects = list(scan.broken)
     suffixes = {f.path.suffix.lower() for f in chosen.files}
-    for path, _why in scan.skipped:
+    for path, why in scan.skipped:
         if looks_like_dicom_file(path):
             problem = truncation_problem(path)
+            if not problem and meta_sop_class(path) in VOLUME_SOP_CLASSES:
+                problem = f"an image object that cannot be used: {why}"  # intact ones can
             if problem:
                 suspects.append((path, problem))
         elif path.suffix.lower() in suffixes and _size(path) < 132:

@@ -25,7 +25,10 @@ from ir_planner.core.errors import ImageReadError
 from ir_planner.io.dicom_scan import VOLUME_SOP_CLASSES
 from ir_planner.io.integrity import check_allocation
 
-__all__ = ["truncation_problem", "check_series_files", "check_rescale", "looks_like_dicom_file"]
+__all__ = [
+    "truncation_problem", "check_series_files", "check_rescale", "looks_like_dicom_file",
+    "meta_sop_class",
+]
 
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -153,6 +156,30 @@ def _walk_defined_items(
                 raise _Truncated(f"file ends inside an item of {name}")
             _walk(data, start, start + length, implicit, little, depth)
             pos = start + length
+
+
+def meta_sop_class(path: Path) -> str:
+    """MediaStorageSOPClassUID from a Part-10 file's meta information ("" if none)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(4096)
+    except OSError:
+        return ""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return ""
+    pos = 132
+    while pos + 8 <= len(data) and int.from_bytes(data[pos:pos + 2], "little") == 0x0002:
+        vr = data[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            length = int.from_bytes(data[pos + 8:pos + 12], "little")
+            start = pos + 12
+        else:
+            length = int.from_bytes(data[pos + 6:pos + 8], "little")
+            start = pos + 8
+        if int.from_bytes(data[pos + 2:pos + 4], "little") == 0x0002:
+            return data[start:start + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos = start + length
+    return ""
 
 
 def truncation_problem(path: Path) -> str:
