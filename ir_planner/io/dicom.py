@@ -363,13 +363,18 @@ def _refuse_damaged(scan: DicomScan, chosen: Series, series: list[Series]) -> li
     for path, why in scan.skipped:
         if looks_like_dicom_file(path):
             problem = truncation_problem(path)
-            if not problem and meta_sop_class(path) in VOLUME_SOP_CLASSES:
+            if not problem and (meta_sop_class(path) in VOLUME_SOP_CLASSES
+                                or _mentions(path, chosen.uid)):
                 problem = f"an image object that cannot be used: {why}"  # intact ones can
             if problem:
                 suspects.append((path, problem))
         elif path.suffix.lower() in suffixes and _size(path) < 132:
             # an empty or cut file named like the series' files: a slice may be missing
             suspects.append((path, f"only {_size(path)} bytes, named like the series' files"))
+        elif _mentions(path, chosen.uid) or (path.suffix.lower() in suffixes
+                                             and _zero_preamble(path)):
+            # a damaged DICM marker: the bytes still show a DICOM file of this series
+            suspects.append((path, f"not readable as DICOM ({why})"))
     for other in series:
         if other.uid == chosen.uid:
             continue
@@ -413,3 +418,24 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def _mentions(path: Path, uid: str) -> bool:
+    """Whether the first MiB of ``path`` contains ``uid``."""
+    if not uid:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return uid.encode("ascii", "ignore") in fh.read(1 << 20)
+    except OSError:
+        return False
+
+
+def _zero_preamble(path: Path) -> bool:
+    """A 128-byte all-zero start, as in most DICOM files' preamble."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(128)
+    except OSError:
+        return False
+    return len(head) == 128 and not any(head)

@@ -89,6 +89,8 @@ def _compatible(a: FrameHeader, b: FrameHeader) -> bool:
     return True
 
 
+#: Largest gantry tilt accepted (CT gantries tilt ±30° at most).
+_MAX_TILT_DEG = 45.0
 #: Largest number of slices of a resampled grid, and of the filled gap (in slices).
 _MAX_SLICES = 16384
 _MAX_GAP_SLICES = 200
@@ -217,6 +219,13 @@ def analyse_frames(frames: list[FrameHeader], *, label: str) -> SeriesGeometry:
         shear = np.hypot(off_c[-1], off_r[-1])
         tilt_deg = math.degrees(math.atan2(shear, span))
         tilted = bool(np.max(np.hypot(off_c, off_r)) > tol_inplane)
+        if tilted and tilt_deg > _MAX_TILT_DEG:
+            worst = int(np.argmax(np.hypot(off_c, off_r)))
+            raise ImageReadError(
+                f"{label}: slice positions step {tilt_deg:.1f}° off the slice normal (e.g. "
+                f"{main[worst].path.name}); a gantry tilt is at most {_MAX_TILT_DEG:g}°: an "
+                "ImagePositionPatient/ImageOrientationPatient value is damaged"
+            )
         if tilted:
             # Offsets linear in depth? (a true gantry tilt)
             line_c = off_c[-1] * (depth - depth[0]) / span
