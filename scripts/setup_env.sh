@@ -47,7 +47,8 @@ if [ "$want" = test ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
   # first-party plugins, installed like any third-party plugin (docs/plugins.md); the
   # tests use them through the real entry-point machinery
-  .venv/bin/python -m pip install -q -e plugins/totalsegmentator -e plugins/site-devices
+  .venv/bin/python -m pip install -q -e plugins/totalsegmentator -e plugins/site-devices \
+    -e plugins/intercostal
 else
   .venv/bin/python -m pip install -q -e .
 fi

@@ -1,0 +1,1 @@
+"""IR Planner plugin: the intercostal-bundle risk term and constraint (see ``plugin.toml``)."""
