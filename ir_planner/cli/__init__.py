@@ -35,6 +35,8 @@ COMMAND_MODULES: list[str] = [
     "datasets",
     "demo",
     "live",
+    "render",
+    "gui",
 ]
 
 

@@ -16,17 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ir_planner.core.errors import InputError
-from ir_planner.core.plugins import Kind, get_registry
-from ir_planner.intraop.igtl_net import parse_host_port
+from ir_planner.intraop.dicom_receiver import DicomReceiver
+from ir_planner.intraop.igtl_net import IgtlClient, IgtlServer, parse_host_port
 from ir_planner.intraop.live import EventLog, build_session
+from ir_planner.intraop.plugin_sources import check_plugin_source, start_plugin_source
 from ir_planner.intraop.recorder import Recorder, replay
-from ir_planner.intraop.sources import (
-    dicom_source,
-    igtl_client_source,
-    igtl_server_source,
-    parse_source_spec,
-    watch_source,
-)
+from ir_planner.intraop.watch import WatchFolder
 
 __all__ = ["register", "run"]
 
@@ -57,9 +52,9 @@ def register(subparsers: Any) -> None:
     g.add_argument("--igtl-connect", default=None, metavar="HOST:PORT",
                    help="connect to an OpenIGTLink server (e.g. 3D Slicer, PLUS)")
     p.add_argument("--watch", type=Path, default=None, help="watch this folder for scans")
-    p.add_argument("--source", action="append", default=[], metavar="ID[:KEY=VALUE,...]",
-                   help="a live source contributed by a plugin (see `ir-planner plugins`), "
-                   "e.g. igtl-server:port=18945")
+    p.add_argument("--source", action="append", default=[], metavar="ID[:OPTION]",
+                   help="a plugin's live source (see 'ir-planner plugins --kind "
+                   "live_sources'); repeatable")
     p.add_argument("--quiet-s", type=float, default=2.0,
                    help="a series is complete after this many seconds without a new file")
     p.add_argument("--trajectory", default=None, help="planned trajectory to guide along")
@@ -98,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
     sources = [args.dicom_port is not None, args.igtl_port is not None,
                args.igtl_connect is not None, args.watch is not None, bool(args.source),
                args.replay is not None]
-    specs = [parse_source_spec(s) for s in args.source]
     if not any(sources):
         raise InputError("give at least one source: --dicom-port, --igtl-port, --igtl-connect, "
                          "--watch, --source or --replay")
+    for spec in args.source:
+        check_plugin_source(spec)  # unknown or failed plugin: say so before loading anything
     if args.events.resolve() == args.plan.resolve():
         raise InputError("--events must not be the plan file")
     log = EventLog(args.events, echo=None if args.quiet else sys.stdout)
@@ -116,25 +112,23 @@ def run(args: argparse.Namespace) -> int:
         session.start()
         if args.dicom_port is not None:
             storage = args.storage or args.events.with_name(args.events.stem + "_dicom")
-            stoppers.append(dicom_source(session, storage=storage, port=args.dicom_port,
-                                         ae_title=args.dicom_ae, allowed_aets=args.dicom_allow,
-                                         host=args.dicom_host, quiet_s=args.quiet_s).start())
+            rx = DicomReceiver(storage, session.submit_series,
+                               lambda k, d: session.source_status("dicom", k, d),  # type: ignore[union-attr]
+                               port=args.dicom_port, ae_title=args.dicom_ae,
+                               allowed_aets=args.dicom_allow, host=args.dicom_host,
+                               quiet_s=args.quiet_s).start()
+            stoppers.append(rx)
         if args.igtl_port is not None:
-            stoppers.append(igtl_server_source(session, port=args.igtl_port).start())
+            stoppers.append(IgtlServer(session, port=args.igtl_port).start())
         if args.igtl_connect is not None:
             host, port = parse_host_port(args.igtl_connect)
-            stoppers.append(igtl_client_source(session, host=host, port=port).start())
+            stoppers.append(IgtlClient(session, host, port).start())
         if args.watch is not None:
-            stoppers.append(watch_source(session, folder=args.watch,
-                                         quiet_s=args.quiet_s).start())
-        registry = get_registry()
-        for ident, options in specs:
-            contribution = registry.get(Kind.LIVE_SOURCES, ident)
-            factory = registry.load(contribution)
-            with registry.guard(contribution, "start"):
-                source = factory(session, **options)  # type: ignore[operator]
-                source.start()
-            stoppers.append(source)
+            stoppers.append(WatchFolder(args.watch, session.submit_series,
+                                        lambda k, d: session.source_status(  # type: ignore[union-attr]
+                                            "watch", k, d), quiet_s=args.quiet_s).start())
+        for spec in args.source:
+            stoppers.append(start_plugin_source(spec, session))
         if args.replay is not None:
             n = replay(args.replay, session)
             session.emit("source", source="replay", state="done",

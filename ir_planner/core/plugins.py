@@ -201,16 +201,21 @@ class Contribution:
         """``(kind, id)``: unique among usable contributions."""
         return (self.kind, self.id)
 
-    def handles(self, path: str | Path) -> bool:
-        """Whether one of :attr:`filename_patterns` matches ``path`` (case-insensitive)."""
+    def handles(self, path: str | Path, *, specific: bool | None = None) -> bool:
+        """Whether one of :attr:`filename_patterns` matches ``path`` (case-insensitive).
+
+        ``specific=True`` considers only patterns naming something (``*.nrrd``,
+        ``*.zarr/``), ``False`` only catch-alls (``*``, ``*/``), None both.
+        """
         p = Path(path)
         name = p.name.lower()
         for pattern in self.filename_patterns:
             pat = pattern.lower()
-            if pat.endswith("/"):
-                if p.is_dir() and fnmatch.fnmatch(name, pat[:-1] or "*"):
-                    return True
-            elif fnmatch.fnmatch(name, pat):
+            folder = pat.endswith("/")
+            glob = pat[:-1] if folder else pat
+            if specific is not None and (glob.strip("*") != "") != specific:
+                continue
+            if (p.is_dir() if folder else not p.is_dir()) and fnmatch.fnmatch(name, glob or "*"):
                 return True
         return False
 
@@ -710,10 +715,17 @@ class PluginRegistry:
             raise PluginError(f"{contribution.describe()} failed: {reason}") from exc
 
     def find_reader(self, path: str | Path, what: str) -> Contribution | None:
-        """The first usable reader of ``what`` whose patterns match ``path``."""
-        for c in self.contributions(Kind.READERS):
-            if c.what == what and c.handles(path):
-                return c
+        """The usable reader of ``what`` for ``path``: the first whose specific pattern
+        (``*.nrrd``) matches, else the first whose catch-all (``*``, ``*/``) does.
+
+        IR Planner's own readers come first, so a third party cannot take over a format
+        IR Planner reads; a third party's ``*.xyz`` wins over a built-in catch-all.
+        """
+        readers = [c for c in self.contributions(Kind.READERS) if c.what == what]
+        for specific in (True, False):
+            for c in readers:
+                if c.handles(path, specific=specific):
+                    return c
         return None
 
 

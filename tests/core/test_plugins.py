@@ -275,3 +275,20 @@ def test_legacy_group_still_read(tmp_path, monkeypatch) -> None:
     [p] = [p for p in reg.plugins() if p.legacy]
     assert p.name == "oldplug-old" and "legacy group ir_planner.segmenters" in p.source
     assert reg.get("segmenters", "old").python_name == "oldplug:Seg"
+
+
+def test_specific_reader_pattern_beats_catch_all(plugin_registry, tmp_path) -> None:
+    plugin_registry.register(
+        'schema = "ir-planner-plugin/1"\nname = "generic"\n[[readers]]\nid = "anything"\n'
+        'python_name = "m:read"\nwhat = "image"\nfilename_patterns = ["*", "*/"]\n')
+    plugin_registry.register(
+        'schema = "ir-planner-plugin/1"\nname = "zarr"\n[[readers]]\nid = "zarr"\n'
+        'python_name = "m:read"\nwhat = "image"\nfilename_patterns = ["*.zarr/", "*.xyz"]\n')
+    (tmp_path / "scan.zarr").mkdir()
+    (tmp_path / "dicom").mkdir()
+    assert plugin_registry.find_reader(tmp_path / "scan.zarr", "image").id == "zarr"
+    assert plugin_registry.find_reader(tmp_path / "a.xyz", "image").id == "zarr"
+    assert plugin_registry.find_reader(tmp_path / "dicom", "image").id == "anything"
+    assert plugin_registry.find_reader(tmp_path / "IM0001", "image").id == "anything"
+    # a file pattern does not match a folder, nor a folder pattern a file
+    assert not plugin_registry.get("readers", "zarr").handles(tmp_path / "x.zarr")

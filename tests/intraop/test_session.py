@@ -260,25 +260,3 @@ def test_watch_folder_feeds_the_session(base, sample_case: SampleCase, tmp_path:
         w.stop()
     assert len(got) == 1 and len(got[0].files) == 36 and got[0].source == "watch"
     assert any(k == "skipped" and "notes.bin" in d for k, d in problems)
-
-
-def test_builtin_sources_are_plugin_contributions(base) -> None:  # type: ignore[no-untyped-def]
-    from ir_planner.core.plugins import get_registry
-
-    registry = get_registry()
-    ids = {c.id for c in registry.contributions("live_sources")}
-    assert {"dicom", "igtl-server", "igtl-client", "watch"} <= ids
-    factory = registry.load(registry.get("live_sources", "igtl-server"))
-    s, ev = _session(base)
-    src = factory(s, port="0").start()  # type: ignore[operator]
-    client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=src.port)
-    try:
-        target = np.array(s.trajectory.target_lps)
-        axis = target - np.array(s.trajectory.entry_lps)
-        client.send_message(pyigtl.TransformMessage(_ras_pose(target, axis), device_name="N"),
-                            wait=True)
-        assert ev.wait(lambda e: len(e.of("tracking")) == 1, timeout=60)
-    finally:
-        client.stop()
-        src.stop()
-        s.stop()
