@@ -4,7 +4,8 @@ Each sub-command lives in its own module of this package exposing
 ``register(subparsers)``, which adds its parser and sets ``func`` (called with the
 parsed arguments, returning an exit code). Expected failures
 (:class:`~ir_planner.core.errors.IRPlannerError`) print one clear line and exit 2;
-a bug prints a traceback and exits 1.
+a bug prints a traceback and exits 1. Ctrl-C exits 130 with one line, also during
+the start-up imports (seconds on a loaded machine).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -79,23 +81,41 @@ def _register_unavailable(sub: Any, name: str, exc: ImportError) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Run the CLI; returns the process exit code.
+
+    Expected failures print one line and return 2; an interrupt (Ctrl-C), also
+    during the start-up imports, returns 130.
+    """
+    command = "ir-planner"
     try:
-        return int(args.func(args) or 0)
+        parser = build_parser()
+        if getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_start_up_interrupt":
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt again
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        command = f"ir-planner {args.command}"
+        from ir_planner.cli.guard import check_command_outputs, check_numbers
+        from ir_planner.core.fileio import guarded_inputs
+
+        check_numbers(args)
+        inputs = check_command_outputs(args)
+        with guarded_inputs(inputs):
+            return int(args.func(args) or 0)
     except IRPlannerError as exc:
-        print(f"ir-planner {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        print(f"ir-planner {args.command}: error: {exc.strerror or exc}: "
+        print(f"{command}: error: {exc.strerror or exc}: "
               f"{exc.filename or ''}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"{command}: error: out of memory (input too large for this machine?)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"ir-planner {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # output piped into a command that stopped reading (``| head``): not an error
@@ -106,6 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected error on one line."""
+    return " ".join(str(exc).split())
+
+
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # between the handlers above and here
+        print("ir-planner: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ir_planner.cli.common import print_json, print_table, progress_printer
 from ir_planner.core.errors import InputError, IRPlannerError, PlanError
+from ir_planner.core.fileio import allow_in_place
 from ir_planner.core.plan import Plan, TrajectoryRecord
 from ir_planner.core.progress import subrange
 from ir_planner.planning.ablation import (
@@ -101,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     new_paths: list[TrajectoryRecord] = []
     catalog = load_catalog()
     device = catalog.get(args.device)
+    for w in catalog.warnings:  # e.g. a user device file replacing a catalog device
+        if repr(device.id) in w or "skipped" in w:
+            print(f"warning: {w}", file=sys.stderr)
     if device.kind == "biopsy":
         raise InputError(f"device {device.id!r} is a biopsy needle; choose an ablation device "
                          f"({', '.join(d.id for d in catalog.devices() if d.settings)})")
@@ -127,8 +132,10 @@ def run(args: argparse.Namespace) -> int:
     if plan.case.image_path:
         image = load_image(_resolve(plan.case.image_path, plan_path, "image_path"),
                            progress=subrange(progress, 0.0, 0.2))
+    names = (_resolve(plan.case.names_path, plan_path, "names_path")
+             if plan.case.names_path else None)
     labels = load_labels(_resolve(plan.case.labels_path, plan_path, "labels_path"), image=image,
-                         progress=subrange(progress, 0.2, 0.3))
+                         names=names, progress=subrange(progress, 0.2, 0.3))
     tumour = TumourModel.from_labels(labels, plan.target_structure)
     critical = CriticalModel.from_labels(
         labels, exclude=[plan.target_structure], centre_lps=tumour.centre_lps,
@@ -248,6 +255,8 @@ def _save(plan: Plan, result: OptimizationResult, device: Any, args: argparse.Na
         p.ablations = keep + records
 
     plan.apply(f"ablation {group}", change)
+    if not args.out:
+        allow_in_place(plan_path)  # ablate PLAN updates PLAN (the output guard allows it)
     plan.save(Path(args.out) if args.out else plan_path)
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ir_planner.cli.common import print_json, print_table, progress_printer
-from ir_planner.core.errors import ImageReadError
 from ir_planner.io.dicom import choose_series, scan_for_reading, series_from_scan, skipped_note
 from ir_planner.io.image_files import is_image_file
-from ir_planner.io.load import image_file_info
+from ir_planner.io.load import check_input_path, image_file_info
 
 __all__ = ["register", "run"]
 
@@ -41,8 +40,7 @@ def _fmt_triplet(values: Any, fmt: str = "{:.3g}") -> str:
 def run(args: argparse.Namespace) -> int:
     """Print the series table (or the image file summary)."""
     path: Path = args.path
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file or folder")
+    check_input_path(path)
     if path.is_file() and is_image_file(path):
         info = image_file_info(path)
         if args.json:

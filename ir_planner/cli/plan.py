@@ -246,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         labels_path = (str(args.labels) if args.labels is not None
                        else auto_info.get("labels_out", "") if auto_info else "")
         pl.case = CaseRef(image_path=str(args.image), labels_path=labels_path,
+                          names_path=str(args.names) if args.names is not None else "",
                           series_uid=image.series_uid, study_uid=image.study_uid,
                           patient_id=str(image.metadata.get("patient_id", "")),
                           description=pl.case.description if pl.case else "")
@@ -395,9 +396,10 @@ def unnamed_structures(engine: PlanningEngine) -> list[str]:
 
 
 def unrecognised_structures(engine: PlanningEngine) -> list[str]:
-    """Named structures the catalog does not recognise (category ``other``)."""
+    """Named structures the catalog does not recognise (category ``other``, not forbidden)."""
     return [s.name for s in engine.structures
-            if not UNNAMED.fullmatch(s.name) and s.category == Category.OTHER]
+            if not UNNAMED.fullmatch(s.name) and s.category == Category.OTHER
+            and not s.forbidden]
 
 
 def labels_warnings(labels: LabelMap, engine: PlanningEngine) -> list[str]:

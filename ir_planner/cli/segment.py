@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ir_planner.cli.common import parse_point, print_json, print_table, progress_printer
 from ir_planner.core.catalog import Category
 from ir_planner.core.errors import InputError
+from ir_planner.core.fileio import atomic_write_json
 from ir_planner.core.plugins import PluginError
 from ir_planner.core.progress import subrange
 from ir_planner.io.image_files import is_image_file
@@ -139,11 +137,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_json(path, data, what="--names-out")

@@ -35,3 +35,7 @@ class PlanError(IRPlannerError):
 
 class DatasetError(IRPlannerError):
     """A sample or public dataset cannot be generated, downloaded or verified."""
+
+
+class OutputError(IRPlannerError, OSError):
+    """An output cannot be written: it would replace an input, or the write failed."""

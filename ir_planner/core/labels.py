@@ -9,6 +9,7 @@ TotalSegmentator output costs one integer volume, not 104 masks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,7 +21,10 @@ from ir_planner.core.catalog import Category, lookup
 from ir_planner.core.errors import GeometryError, InputError
 from ir_planner.core.volume import ImageVolume
 
-__all__ = ["Structure", "LabelMap"]
+__all__ = ["Structure", "LabelMap", "MAX_MARGIN_MM"]
+
+#: Largest safety margin accepted (mm): larger values are typing errors, not margins.
+MAX_MARGIN_MM = 100.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,23 @@ class Structure:
     color: tuple[float, float, float] = (0.6, 0.6, 0.6)
     margin_mm: float = 0.0
     forbidden: bool = False
+
+    def __post_init__(self) -> None:
+        margin = self.margin_mm
+        if (isinstance(margin, bool) or not isinstance(margin, (int, float))
+                or not math.isfinite(margin) or not 0.0 <= margin <= MAX_MARGIN_MM):
+            raise InputError(
+                f"structure {self.name!r}: margin_mm must be a finite number from 0 to "
+                f"{MAX_MARGIN_MM:g} mm; got {margin!r}"
+            )
+        if len(self.color) != 3 or not all(
+            isinstance(c, (int, float)) and math.isfinite(c) and 0.0 <= c <= 1.0
+            for c in self.color
+        ):
+            raise InputError(
+                f"structure {self.name!r}: colour must be three numbers in [0, 1]; got "
+                f"{self.color!r}"
+            )
 
     @classmethod
     def from_name(cls, name: str, label: int, layer: int = 0, **overrides: Any) -> "Structure":

@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ir_planner.core.errors import PlanError
-from ir_planner.core.fileio import atomic_write_text
+from ir_planner.core.fileio import atomic_write_text, register_input
+from ir_planner.core.jsonfile import JsonFileError, condense_validation_error, read_json_file
 
 __all__ = [
     "PLAN_SCHEMA_VERSION",
@@ -32,12 +33,14 @@ __all__ = [
 ]
 
 PLAN_SCHEMA_VERSION = 1
+#: Largest plan file read (a plan with many trajectories is well under 1 MiB).
+MAX_PLAN_BYTES = 32 * 2**20
 
 Vec3 = tuple[float, float, float]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class CaseRef(_Model):
@@ -45,6 +48,7 @@ class CaseRef(_Model):
 
     image_path: str = ""
     labels_path: str = ""
+    names_path: str = ""
     series_uid: str = ""
     study_uid: str = ""
     patient_id: str = ""
@@ -55,7 +59,7 @@ class StructureOverride(_Model):
     """A user's override of a structure's planning defaults (None = keep default)."""
 
     forbidden: bool | None = None
-    margin_mm: float | None = Field(default=None, ge=0)
+    margin_mm: float | None = Field(default=None, ge=0, le=100)
     category: str | None = None
 
 
@@ -222,12 +226,13 @@ class Plan(_Model):
     def load(cls, path: str | os.PathLike[str]) -> "Plan":
         """Read a plan file, with a clear error for missing, non-JSON or invalid files."""
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise PlanError(f"plan file {p} does not exist")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PlanError(f"plan file {p} is not valid JSON: {exc}") from exc
+        try:  # size limit before reading; duplicate keys refused
+            data = read_json_file(p, what="plan file", max_bytes=MAX_PLAN_BYTES, allow_nan=True)
+        except JsonFileError as exc:
+            raise PlanError(str(exc)) from exc
+        register_input(p)
         if not isinstance(data, dict):
             raise PlanError(f"plan file {p} does not hold a JSON object")
         version = data.get("schema_version")
@@ -239,4 +244,4 @@ class Plan(_Model):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise PlanError(f"plan file {p} is invalid: {exc}") from exc
+            raise PlanError(f"plan file {p} is invalid: {condense_validation_error(exc)}") from exc

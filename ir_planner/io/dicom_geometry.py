@@ -89,6 +89,35 @@ def _compatible(a: FrameHeader, b: FrameHeader) -> bool:
     return True
 
 
+#: Largest number of slices of a resampled grid, and of the filled gap (in slices).
+_MAX_SLICES = 16384
+_MAX_GAP_SLICES = 200
+
+
+def _check_gaps(
+    frames: list[FrameHeader], steps: NDArray[np.float64], step_min: float, nk: int, label: str
+) -> None:
+    """Refuse slice positions so far apart that filling the gap would invent a volume.
+
+    A slice 1e6 mm away would otherwise become a grid of millions of
+    interpolated slices (gigabytes, minutes) before any other check fails.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the two files on either side of the largest gap.
+    """
+    g = int(np.argmax(steps))
+    gap_slices = float(steps[g]) / step_min
+    if nk > _MAX_SLICES or gap_slices > _MAX_GAP_SLICES:
+        raise ImageReadError(
+            f"{label}: slice positions are far apart: {frames[g + 1].path.name} lies "
+            f"{float(steps[g]):.6g} mm beyond {frames[g].path.name} (the other slices are "
+            f"{step_min:.3g} mm apart); filling that gap would need {nk} slices. A position is "
+            "damaged or the folder mixes two acquisitions; read the series with the right files"
+        )
+
+
 def analyse_frames(frames: list[FrameHeader], *, label: str) -> SeriesGeometry:
     """Sort frames along the normal and derive the output grid.
 
@@ -217,6 +246,7 @@ def analyse_frames(frames: list[FrameHeader], *, label: str) -> SeriesGeometry:
             near_int = np.all(np.abs(ratios - np.round(ratios)) < 0.05)
             out_step = step_min
             nk = int(round((depth[-1] - depth[0]) / out_step)) + 1
+            _check_gaps(main, steps, step_min, nk, label)
             out_step = (depth[-1] - depth[0]) / (nk - 1)
             if near_int:
                 missing = int(np.sum(np.round(ratios) - 1))

@@ -230,6 +230,21 @@ def _number(value: Any, default: float | None) -> float | None:
     return out if np.isfinite(out) else default
 
 
+def _rescale_value(value: Any, default: float | None) -> float | None:
+    """RescaleSlope/Intercept as stored: ``default`` only when absent.
+
+    A present but unusable value (NaN, text, 0 slope) is kept (NaN when it cannot
+    be parsed) so that :func:`ir_planner.io.dicom_checks.check_rescale` refuses it
+    instead of silently replacing it.
+    """
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _meta(ds: Dataset) -> dict[str, Any]:
     """Descriptive metadata kept with the volume (strings and numbers only)."""
     keys = {
@@ -285,8 +300,8 @@ def _frames_classic(ds: Dataset, path: Path) -> tuple[list[FrameHeader], str]:
         col_spacing_mm=float(ps[1]),
         rows=int(_fast_get(ds, "Rows", 0)),
         cols=int(_fast_get(ds, "Columns", 0)),
-        slope=_number(_fast_get(ds, "RescaleSlope"), 1.0) or 1.0,
-        intercept=_number(_fast_get(ds, "RescaleIntercept"), 0.0) or 0.0,
+        slope=_rescale_value(_fast_get(ds, "RescaleSlope"), 1.0),
+        intercept=_rescale_value(_fast_get(ds, "RescaleIntercept"), 0.0),
         instance_number=_int_or_none(_fast_get(ds, "InstanceNumber")),
         thickness_mm=_number(_fast_get(ds, "SliceThickness"), None),
     )
@@ -315,8 +330,8 @@ def _frames_enhanced(ds: Dataset, path: Path) -> tuple[list[FrameHeader], str]:
             f"enhanced multi-frame image without a Per-frame Functional Groups Sequence "
             f"of {n_frames} items; cannot place the frames in space"
         )
-    top_slope = _number(_get(ds, "RescaleSlope"), 1.0) or 1.0
-    top_intercept = _number(_get(ds, "RescaleIntercept"), 0.0) or 0.0
+    top_slope = _rescale_value(_get(ds, "RescaleSlope"), 1.0)
+    top_intercept = _rescale_value(_get(ds, "RescaleIntercept"), 0.0)
     frames: list[FrameHeader] = []
     for f, item in enumerate(per_frame):
 
@@ -335,8 +350,8 @@ def _frames_enhanced(ds: Dataset, path: Path) -> tuple[list[FrameHeader], str]:
                 f"frame {f + 1}: no usable geometry in the functional groups "
                 "(PlanePosition/PlaneOrientation/PixelMeasures missing)"
             )
-        slope = _number(_get(pvt, "RescaleSlope"), None) if pvt else None
-        intercept = _number(_get(pvt, "RescaleIntercept"), None) if pvt else None
+        slope = _rescale_value(_get(pvt, "RescaleSlope"), None) if pvt else None
+        intercept = _rescale_value(_get(pvt, "RescaleIntercept"), None) if pvt else None
         frames.append(
             FrameHeader(
                 path=path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from ir_planner.core.volume import ImageVolume, affine_from_geometry
 from ir_planner.io.dicom import read_dicom_series
 from ir_planner.io.dicom_geometry import orientation_code
 from ir_planner.io.image_files import is_image_file, read_image_file
+from ir_planner.io.integrity import check_image_file
 
-__all__ = ["load_image", "image_file_info"]
+__all__ = ["load_image", "image_file_info", "check_input_path"]
 
 
 def load_image(
@@ -56,8 +58,7 @@ def load_image(
         ``series_uid`` given for a non-DICOM image file.
     """
     p = Path(path)
-    if not p.exists():
-        raise ImageReadError(f"{p}: no such file or folder")
+    check_input_path(p, ImageReadError)
     if p.is_file() and is_image_file(p):
         if series_uid is not None:
             raise InputError(f"{p}: a series UID only applies to DICOM input, not to image files")
@@ -67,6 +68,29 @@ def load_image(
         report(progress, 1.0, f"read {p.name}")
         return volume
     return read_dicom_series(p, series_uid=series_uid, single_file=single_file, progress=progress)
+
+
+def check_input_path(p: Path, error: type[Exception] = ImageReadError) -> None:
+    """An input must be an existing regular file or folder (not a FIFO, device or socket).
+
+    Reading a FIFO or ``/dev/zero`` would block or never end.
+
+    Raises
+    ------
+    error
+        Naming the path and what it is.
+    """
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise error(f"{p}: no such file or folder") from None
+    except OSError as exc:
+        raise error(f"{p}: cannot access ({exc.strerror or exc})") from exc
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise error(f"{p}: is {kind}, not an image file or folder")
 
 
 def image_file_info(path: str | Path) -> dict[str, Any]:
@@ -88,6 +112,7 @@ def image_file_info(path: str | Path) -> dict[str, Any]:
         raise ImageReadError(f"{p}: no such file")
     if not is_image_file(p):
         raise ImageReadError(f"{p}: not a NIfTI/NRRD/MetaImage file")
+    check_image_file(p)  # truncation and header fields, as for a full read
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:

@@ -150,6 +150,10 @@ def _mark_edges(pts: NDArray[np.float64], out: NDArray[np.bool_]) -> None:
     out[all_cells[ok, 1], all_cells[ok, 0]] = True
 
 
+#: Largest |coordinate| of a contour point (mm): 10 m, far beyond any patient.
+_MAX_COORD_MM = 1e4
+
+
 def _contour_points(contour: Any) -> NDArray[np.float64]:
     """ContourData as (N, 3) LPS mm, parsed from the raw bytes when possible (fast)."""
     raw = contour.get_item("ContourData")
@@ -247,6 +251,13 @@ def read_rtstruct(
                 raise SegmentationReadError(
                     f"{p}: ROI {name!r} has malformed ContourData ({exc})"
                 ) from exc
+            if not np.all(np.isfinite(pts)) or np.abs(pts).max() > _MAX_COORD_MM:
+                bad = pts[~np.isfinite(pts) | (np.abs(pts) > _MAX_COORD_MM)]
+                raise SegmentationReadError(
+                    f"{p}: ROI {name!r} has ContourData that is not a position in the patient "
+                    f"({bad.flat[0]!r} mm; coordinates must be finite and within "
+                    f"±{_MAX_COORD_MM:g} mm)"
+                )
             ijk = image.world_to_index(pts)
             if np.ptp(ijk[:, 2]) > 2 * _PLANE_TOL:
                 non_planar += 1

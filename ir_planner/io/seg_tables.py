@@ -21,7 +21,7 @@ a whole label set, so labels absent from the map are skipped with a note.
 
 from __future__ import annotations
 
-import json
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -30,11 +30,16 @@ from typing import Any
 
 from ir_planner.core.catalog import Category
 from ir_planner.core.errors import SegmentationReadError
+from ir_planner.core.fileio import register_input
+from ir_planner.core.jsonfile import JsonFileError, loads_strict
+from ir_planner.core.labels import MAX_MARGIN_MM
 
 __all__ = ["NameEntry", "NamesTable", "read_names_table", "SIDECAR_FORMAT", "sidecar_path"]
 
 #: ``format`` value of the JSON sidecar written by ``save_labels``.
 SIDECAR_FORMAT = "ir-planner-labels"
+#: Largest names table read (a TotalSegmentator table is a few kB).
+MAX_TABLE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -102,17 +107,25 @@ def read_names_table(
     if isinstance(source, dict):
         return NamesTable(_entries_from_mapping(source, "names argument"), "names argument")
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         raise SegmentationReadError(f"{path}: names table not found")
+    if not path.is_file():
+        raise SegmentationReadError(f"{path}: names table is not a regular file")
+    register_input(path)
+    if path.stat().st_size > MAX_TABLE_BYTES:
+        raise SegmentationReadError(
+            f"{path}: names table is {path.stat().st_size / 2**20:.1f} MiB; the limit is "
+            f"{MAX_TABLE_BYTES // 2**20} MiB"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SegmentationReadError(f"{path}: cannot read names table ({exc})") from exc
     if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SegmentationReadError(f"{path}: names table is not valid JSON ({exc})") from exc
+            data = loads_strict(text, source=f"{path}: names table")
+        except JsonFileError as exc:
+            raise SegmentationReadError(str(exc)) from exc
         return _table_from_json(data, str(path), task)
     return _table_from_itksnap(text, str(path))
 
@@ -197,13 +210,42 @@ def _entry_from_object(obj: Any, label: int | None, source: str) -> NameEntry:
             layer=int(obj.get("layer", 0)),
             category=Category(obj["category"]) if obj.get("category") else None,
             color=_color(obj.get("color", obj.get("colour"))),
-            margin_mm=float(obj["margin_mm"]) if obj.get("margin_mm") is not None else None,
-            forbidden=bool(obj["forbidden"]) if obj.get("forbidden") is not None else None,
+            margin_mm=(_margin(obj["margin_mm"], name, source)
+                       if obj.get("margin_mm") is not None else None),
+            forbidden=(_flag(obj["forbidden"], "forbidden", name, source)
+                       if obj.get("forbidden") is not None else None),
             allow_empty=bool(obj.get("empty", False)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SegmentationReadError(f"{source}: bad structure entry {obj!r} ({exc})") from exc
+    except SegmentationReadError:
+        raise
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        shown = repr(obj)
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        raise SegmentationReadError(f"{source}: bad structure entry {shown} ({exc})") from exc
     return _check_entry(entry, source)
+
+
+def _margin(value: Any, name: str, source: str) -> float:
+    """A safety margin from a table: a finite number of mm in [0, MAX_MARGIN_MM]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SegmentationReadError(
+            f"{source}: margin_mm of {name!r} must be a number of mm; got {value!r}"
+        )
+    margin = float(value)
+    if not math.isfinite(margin) or not 0.0 <= margin <= MAX_MARGIN_MM:
+        raise SegmentationReadError(
+            f"{source}: margin_mm of {name!r} is {value!r}; it must be a finite number from 0 "
+            f"to {MAX_MARGIN_MM:g} mm"
+        )
+    return margin
+
+
+def _flag(value: Any, key: str, name: str, source: str) -> bool:
+    if not isinstance(value, bool):
+        raise SegmentationReadError(
+            f"{source}: {key} of {name!r} must be true or false; got {value!r}"
+        )
+    return value
 
 
 def _check_entry(entry: NameEntry, source: str) -> NameEntry:

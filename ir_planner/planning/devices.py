@@ -17,6 +17,7 @@ radius.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -107,8 +108,11 @@ class Needle:
                 f"(ir_planner/data/devices/{_FILE}); use one of "
                 f"{min(GAUGE_OUTER_DIAMETER_MM)}–{max(GAUGE_OUTER_DIAMETER_MM)} G"
             )
-        if not self.usable_length_mm > 0:
-            raise InputError(f"needle usable length must be > 0 mm; got {self.usable_length_mm}")
+        if not (math.isfinite(self.usable_length_mm) and 0 < self.usable_length_mm <= 1000):
+            raise InputError(
+                f"needle usable length must be a finite number > 0 and ≤ 1000 mm; got "
+                f"{self.usable_length_mm}"
+            )
 
     @property
     def outer_diameter_mm(self) -> float:

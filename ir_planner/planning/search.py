@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from ir_planner.core.errors import InputError, PlanError
+from ir_planner.core.fileio import atomic_output
 from ir_planner.core.progress import ProgressCallback, report, subrange
 from ir_planner.planning.clearance_table import structure_distances
 from ir_planner.planning.metrics import TrajectoryMetrics, Verdict
@@ -261,38 +261,30 @@ class SearchResult:
         structure)."""
         out = Path(path)
         table_names = self.structure_names if self.clearance_mm.shape[0] else []
-        if not out.parent.exists():
-            raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["x_lps_mm", "y_lps_mm", "z_lps_mm", "feasible", "min_clearance_mm",
-                            "min_clearance_exact", "min_clearance_lower_bound_mm",
-                            "critical_structure", "length_mm", "score",
-                            "risk", "pareto", "rejected_by"]
-                           + [f"clearance_{name}_mm" for name in table_names])
-                # table part: one %-format per row ("inf" for an empty structure)
-                fmt = ",".join(["%.3f"] * len(table_names))
-                table = self.clearance_mm.astype(np.float64).tolist() if table_names else []
-                for n in range(self.n_candidates):
-                    p = self.entries_lps[n]
-                    # min_clearance_mm only where it honours the accuracy contract;
-                    # elsewhere (far from every forbidden structure) the lower bound.
-                    ok = bool(self.min_clearance_exact[n])
-                    w.writerow([f"{p[0]:.2f}", f"{p[1]:.2f}", f"{p[2]:.2f}",
-                                int(self.feasible[n]),
-                                _num(self.min_clearance_mm[n]) if ok else "", int(ok),
-                                _num(self.min_clearance_lower_bound_mm[n]),
-                                self.critical_structure[n],
-                                f"{self.length_mm[n]:.2f}", _num(self.score[n], 4),
-                                f"{self.risk[n]:.4f}", int(self.pareto[n]), self.reason[n]]
-                               + ((fmt % tuple(table[n])).split(",") if table_names else []))
-            os.replace(tmp, out)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_output(out, what="candidates file") as tmp, \
+                open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["x_lps_mm", "y_lps_mm", "z_lps_mm", "feasible", "min_clearance_mm",
+                        "min_clearance_exact", "min_clearance_lower_bound_mm",
+                        "critical_structure", "length_mm", "score",
+                        "risk", "pareto", "rejected_by"]
+                       + [f"clearance_{name}_mm" for name in table_names])
+            # table part: one %-format per row ("inf" for an empty structure)
+            fmt = ",".join(["%.3f"] * len(table_names))
+            table = self.clearance_mm.astype(np.float64).tolist() if table_names else []
+            for n in range(self.n_candidates):
+                p = self.entries_lps[n]
+                # min_clearance_mm only where it honours the accuracy contract;
+                # elsewhere (far from every forbidden structure) the lower bound.
+                ok = bool(self.min_clearance_exact[n])
+                w.writerow([f"{p[0]:.2f}", f"{p[1]:.2f}", f"{p[2]:.2f}",
+                            int(self.feasible[n]),
+                            _num(self.min_clearance_mm[n]) if ok else "", int(ok),
+                            _num(self.min_clearance_lower_bound_mm[n]),
+                            self.critical_structure[n],
+                            f"{self.length_mm[n]:.2f}", _num(self.score[n], 4),
+                            f"{self.risk[n]:.4f}", int(self.pareto[n]), self.reason[n]]
+                           + ((fmt % tuple(table[n])).split(",") if table_names else []))
         return out
 
 

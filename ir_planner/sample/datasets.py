@@ -16,9 +16,9 @@ restarted on the next call; a failed one leaves no partial file behind.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ir_planner.core.errors import DatasetError
+from ir_planner.core.jsonfile import JsonFileError, loads_strict
 from ir_planner.core.progress import ProgressCallback, report
 
 __all__ = [
@@ -103,10 +104,14 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Datas
             where = "ir_planner/data/datasets.json"
         else:
             where = str(path)
+            if Path(path).is_file() and Path(path).stat().st_size > 4 * 2**20:
+                raise DatasetError(f"dataset registry {where} is larger than 4 MiB")
             text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
+        data = loads_strict(text, source=f"dataset registry {where}")
+    except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"dataset registry {where} is unreadable: {exc}") from exc
+    except JsonFileError as exc:
+        raise DatasetError(str(exc)) from exc
     out: dict[str, Dataset] = {}
     try:
         for entry in data["datasets"]:
@@ -120,6 +125,7 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Datas
                 if p.is_absolute() or ".." in p.parts:
                     raise DatasetError(f"dataset registry {where}: file path {f.path!r} must be "
                                        "relative and stay inside the cache folder")
+                _check_url(f.url, where)
             out[entry["name"]] = Dataset(
                 name=str(entry["name"]), description=str(entry.get("description", "")),
                 licence=str(entry.get("licence", "")), homepage=str(entry.get("homepage", "")),
@@ -127,6 +133,22 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Datas
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"dataset registry {where} is malformed: {exc!r}") from exc
     return out
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_url(url: str, where: str) -> None:
+    """Registry URLs are https (plain http only to this machine's loopback, for tests)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "https" and parsed.hostname:
+        return
+    if parsed.scheme == "http" and parsed.hostname in _LOOPBACK:
+        return
+    raise DatasetError(
+        f"dataset registry {where}: URL {url!r} is not https; only https downloads are allowed "
+        "(file://, ftp:// and plain http are refused)"
+    )
 
 
 def get_dataset(name: str, registry: dict[str, Dataset] | None = None) -> Dataset:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,18 @@ def test_rasterise_single_points_and_lines() -> None:
     expected[2, 3] = True
     expected[0:4, 0] = True
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("bad", ["NaN", "inf", "1e12"])
+def test_contour_data_that_is_not_a_position_is_refused(
+    rtstruct: Path, ct: ImageVolume, tmp_path: Path, bad: str
+) -> None:
+    """NaN/Inf/1e12 mm ContourData: one clear error naming the file (was a traceback)."""
+    ds = pydicom.dcmread(rtstruct)
+    contour = ds.ROIContourSequence[1].ContourSequence[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about NaN in a DS value
+        contour.ContourData = [bad, *[str(v) for v in contour.ContourData][1:]]
+        ds.save_as(tmp_path / "rt.dcm")
+    with pytest.raises(SegmentationReadError, match=r"rt\.dcm.*ContourData"):
+        load_labels(tmp_path / "rt.dcm", image=ct)

@@ -38,8 +38,8 @@ the shaft to the zone centre). Cryo zones are temperature fields (see
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ir_planner.core.errors import InputError, IRPlannerError
+from ir_planner.core.jsonfile import read_json_file
 from ir_planner.core.plugins import BUILTIN_PLUGIN, Kind, Status, get_registry
 
 __all__ = [
@@ -225,6 +226,8 @@ def _num(value: Any, what: str, *, positive: bool = False) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"{what} must be a number; got {value!r}")
+    if not math.isfinite(value) or abs(value) > 1000:
+        raise InputError(f"{what} must be a finite number of at most 1000 (mm/°C); got {value!r}")
     if positive and not value > 0:
         raise InputError(f"{what} must be > 0; got {value!r}")
     return float(value)
@@ -246,7 +249,13 @@ def _check_zone(kind: str, zone: dict[str, Any], where: str) -> None:
         if not isinstance(radii, dict) or len(radii) < 2:
             raise InputError(f"{where}: cryo zone needs isotherm_radii_mm with >= 2 "
                              "temperature → radius pairs")
-        pts = sorted((float(t), float(r)) for t, r in radii.items())
+        try:
+            pts = sorted((float(t), float(r)) for t, r in radii.items())
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where}: isotherm_radii_mm must map temperatures to radii in mm "
+                             f"({exc})") from exc
+        if not all(math.isfinite(t) and math.isfinite(r) and r <= 1000 for t, r in pts):
+            raise InputError(f"{where}: isotherm radii and temperatures must be finite numbers")
         if any(r <= 0 for _, r in pts) or any(b[1] <= a[1] for a, b in zip(pts, pts[1:])):
             raise InputError(f"{where}: isotherm radii must be > 0 and grow with temperature")
         for key in ("lethal_isotherm_c", "body_temperature_c", "tip_to_centre_mm"):
@@ -345,10 +354,7 @@ def parse_catalog(data: Any, source: str) -> list[Device]:
 
 
 def _read_file(path: Path) -> list[Device]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"device catalog {path}: cannot read JSON: {exc}") from exc
+    data = read_json_file(path, what="device catalog", max_bytes=4 * 2**20)
     return parse_catalog(data, str(path))
 
 
