@@ -26,6 +26,7 @@ incomplete volume):
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,11 @@ from ir_planner.io.dicom_checks import (
     check_rescale,
     check_series_files,
     looks_like_dicom_file,
+    meta_sop_class,
     truncation_problem,
 )
 from ir_planner.io.dicom_geometry import resample_to_grid
-from ir_planner.io.dicom_scan import DicomScan, FileHeader, scan_dicom
+from ir_planner.io.dicom_scan import VOLUME_SOP_CLASSES, DicomScan, FileHeader, scan_dicom
 from ir_planner.io.dicom_series import (
     Series,
     SeriesInfo,
@@ -338,6 +340,11 @@ def read_dicom_series(
     )
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: Problems of an image file that mean a damaged file (not another kind of image).
+_DAMAGE_PROBLEMS = frozenset({"no pixel data", "no valid Rows/Columns"})
+
+
 def _refuse_damaged(scan: DicomScan, chosen: Series, series: list[Series]) -> list[str]:
     """Stop on damaged DICOM files that may belong to ``chosen``; notes for the others.
 
@@ -353,17 +360,36 @@ def _refuse_damaged(scan: DicomScan, chosen: Series, series: list[Series]) -> li
     """
     suspects = list(scan.broken)
     suffixes = {f.path.suffix.lower() for f in chosen.files}
-    for path, _why in scan.skipped:
+    for path, why in scan.skipped:
         if looks_like_dicom_file(path):
             problem = truncation_problem(path)
+            if not problem and meta_sop_class(path) in VOLUME_SOP_CLASSES:
+                problem = f"an image object that cannot be used: {why}"  # intact ones can
             if problem:
                 suspects.append((path, problem))
         elif path.suffix.lower() in suffixes and _size(path) < 132:
             # an empty or cut file named like the series' files: a slice may be missing
             suspects.append((path, f"only {_size(path)} bytes, named like the series' files"))
+    for other in series:
+        if other.uid == chosen.uid:
+            continue
+        for f in other.files:
+            # a file cut or damaged inside its header can parse with a cut or garbled
+            # SeriesInstanceUID and form a "series" of its own
+            if not _UID.fullmatch(other.uid):
+                suspects.append((f.path, f"damaged header: SeriesInstanceUID "
+                                         f"{other.uid[:40]!r}... is not a valid UID"))
+            elif f.sop_class in VOLUME_SOP_CLASSES and f.problem in _DAMAGE_PROBLEMS:
+                suspects.append((f.path, f"damaged image object: {f.problem}"))
+            elif f.problem or len(other.files) == 1:
+                problem = truncation_problem(f.path)
+                if problem:
+                    suspects.append((f.path, problem))
     notes: list[str] = []
     mine = chosen.uid.encode("ascii", "ignore")
-    others = [s.uid.encode("ascii", "ignore") for s in series if s.uid and s.uid != chosen.uid]
+    damaged = {p for p, _ in suspects}
+    others = [s.uid.encode("ascii", "ignore") for s in series
+              if s.uid and s.uid != chosen.uid and any(f.path not in damaged for f in s.files)]
     for path, why in suspects:
         try:
             with open(path, "rb") as fh:

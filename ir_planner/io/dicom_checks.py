@@ -25,7 +25,10 @@ from ir_planner.core.errors import ImageReadError
 from ir_planner.io.dicom_scan import VOLUME_SOP_CLASSES
 from ir_planner.io.integrity import check_allocation
 
-__all__ = ["truncation_problem", "check_series_files", "check_rescale", "looks_like_dicom_file"]
+__all__ = [
+    "truncation_problem", "check_series_files", "check_rescale", "looks_like_dicom_file",
+    "meta_sop_class",
+]
 
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -33,6 +36,7 @@ _LONG_VRS = frozenset(
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
+_SERIES_UID = 0x0020000E
 _MAX_DEPTH = 32
 
 
@@ -154,8 +158,35 @@ def _walk_defined_items(
             pos = start + length
 
 
+def meta_sop_class(path: Path) -> str:
+    """MediaStorageSOPClassUID from a Part-10 file's meta information ("" if none)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(4096)
+    except OSError:
+        return ""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return ""
+    pos = 132
+    while pos + 8 <= len(data) and int.from_bytes(data[pos:pos + 2], "little") == 0x0002:
+        vr = data[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            length = int.from_bytes(data[pos + 8:pos + 12], "little")
+            start = pos + 12
+        else:
+            length = int.from_bytes(data[pos + 6:pos + 8], "little")
+            start = pos + 8
+        if int.from_bytes(data[pos + 2:pos + 4], "little") == 0x0002:
+            return data[start:start + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos = start + length
+    return ""
+
+
 def truncation_problem(path: Path) -> str:
     """Where a DICOM file ends inside a data element ("" if it is complete or unsure).
+
+    Also reports a CT/MR/PET image object (by its file meta SOP class) that has no
+    pixel data or no SeriesInstanceUID: a damaged slice, not "another kind of file".
 
     Only Part-10 files (``DICM`` marker) are walked; deflated transfer syntaxes
     and anything the walker does not understand give "" (no claim).
@@ -201,6 +232,9 @@ def truncation_problem(path: Path) -> str:
         if sop_class in VOLUME_SOP_CLASSES and _PIXEL_DATA not in seen:
             return (f"incomplete: a {UID(sop_class).name} object that ends before its pixel "
                     "data")
+        if sop_class in VOLUME_SOP_CLASSES and _SERIES_UID not in seen:
+            return (f"damaged: a {UID(sop_class).name} object without SeriesInstanceUID "
+                    "(0020,000E)")
     except _Truncated as exc:
         return f"truncated: {exc}"
     except _Unsure:

@@ -230,19 +230,25 @@ def _number(value: Any, default: float | None) -> float | None:
     return out if np.isfinite(out) else default
 
 
-def _rescale_value(value: Any, default: float | None) -> float | None:
-    """RescaleSlope/Intercept as stored: ``default`` only when absent.
+def _rescale_optional(value: Any) -> float | None:
+    """RescaleSlope/Intercept as stored; None only when absent.
 
     A present but unusable value (NaN, text, 0 slope) is kept (NaN when it cannot
     be parsed) so that :func:`ir_planner.io.dicom_checks.check_rescale` refuses it
     instead of silently replacing it.
     """
     if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
-        return default
+        return None
     try:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
+
+
+def _rescale_value(value: Any, default: float) -> float:
+    """Like :func:`_rescale_optional`, with ``default`` when absent."""
+    got = _rescale_optional(value)
+    return default if got is None else got
 
 
 def _meta(ds: Dataset) -> dict[str, Any]:
@@ -350,8 +356,8 @@ def _frames_enhanced(ds: Dataset, path: Path) -> tuple[list[FrameHeader], str]:
                 f"frame {f + 1}: no usable geometry in the functional groups "
                 "(PlanePosition/PlaneOrientation/PixelMeasures missing)"
             )
-        slope = _rescale_value(_get(pvt, "RescaleSlope"), None) if pvt else None
-        intercept = _rescale_value(_get(pvt, "RescaleIntercept"), None) if pvt else None
+        slope = _rescale_optional(_get(pvt, "RescaleSlope")) if pvt else None
+        intercept = _rescale_optional(_get(pvt, "RescaleIntercept")) if pvt else None
         frames.append(
             FrameHeader(
                 path=path,

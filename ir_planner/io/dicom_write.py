@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
 from ir_planner.core.errors import GeometryError, InputError
 from ir_planner.core.fileio import default_mode
@@ -246,7 +246,7 @@ def write_dicom_series(
             sop_uid = _slice_uid(series_uid, k)
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = base.SOPClassUID
-            meta.MediaStorageSOPInstanceUID = sop_uid
+            meta.MediaStorageSOPInstanceUID = UID(sop_uid)
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
             ds.file_meta = meta

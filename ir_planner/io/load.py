@@ -16,6 +16,7 @@ from ir_planner.io.dicom import read_dicom_series
 from ir_planner.io.dicom_geometry import orientation_code
 from ir_planner.io.image_files import is_image_file, read_image_file
 from ir_planner.io.integrity import check_image_file
+from ir_planner.io.plugin_readers import plugin_reader, read_image_with
 
 __all__ = ["load_image", "image_file_info", "check_input_path"]
 
@@ -59,6 +60,9 @@ def load_image(
     """
     p = Path(path)
     check_input_path(p, ImageReadError)
+    plugin = plugin_reader(p, "image")  # another plugin's reader claims this file type
+    if plugin is not None:
+        return read_image_with(plugin, p)
     if p.is_file() and is_image_file(p):
         if series_uid is not None:
             raise InputError(f"{p}: a series UID only applies to DICOM input, not to image files")

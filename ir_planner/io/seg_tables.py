@@ -144,6 +144,10 @@ def _table_from_json(data: Any, source: str, task: str | None) -> NamesTable:
         return NamesTable(entries, source, strict=True, layer_files=layers)
     if isinstance(data, list):
         return NamesTable([_entry_from_object(s, None, source) for s in data], source)
+    if isinstance(data, dict) and isinstance(data.get("structures"), list):
+        # ``segment --names-out``: {"coordinate_system": "LPS", "structures": [...]}
+        return NamesTable([_entry_from_object(s, None, source) for s in data["structures"]],
+                          source)
     if not isinstance(data, dict) or not data:
         raise SegmentationReadError(
             f"{source}: names table must be a JSON object mapping label → name; got "

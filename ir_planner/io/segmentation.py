@@ -35,6 +35,7 @@ from ir_planner.io.image_files import (
 from ir_planner.io.label_files import Names, read_label_file, suffix_of
 from ir_planner.io.load import check_input_path
 from ir_planner.io.mask_folder import read_mask_folder
+from ir_planner.io.plugin_readers import plugin_reader, read_labels_with
 from ir_planner.io.seg_common import (
     grids_match,
     resample_labels,
@@ -93,7 +94,10 @@ def load_labels(
     p = Path(path)
     report(progress, 0.0, f"reading {p.name}")
     check_input_path(p, SegmentationReadError)
-    if p.is_dir():
+    plugin = plugin_reader(p, "segmentation")  # another plugin's reader claims this type
+    if plugin is not None:
+        result = read_labels_with(plugin, p)
+    elif p.is_dir():
         if names is not None:
             raise InputError(f"{p}: names= applies to label-map files, not to mask folders")
         result = read_mask_folder(p, progress=subrange(progress, 0.0, 0.9))

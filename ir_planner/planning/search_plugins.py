@@ -28,7 +28,7 @@ from ir_planner.core.labels import LabelMap
 from ir_planner.core.plugins import Contribution, Kind, PluginError, PluginRegistry, get_registry
 
 __all__ = ["CandidatePaths", "RiskTerm", "PathConstraint", "PluginTerms", "PluginScores",
-           "score_plugin_terms"]
+           "check_plugin_terms", "score_plugin_terms"]
 
 
 @dataclass(frozen=True)
@@ -138,9 +138,36 @@ def _build(registry: PluginRegistry, kind: Kind, name: str) -> tuple[Contributio
     return contribution, obj
 
 
+def check_plugin_terms(terms: PluginTerms, *, registry: PluginRegistry | None = None) -> None:
+    """Fail early (before a long search) when a requested term or constraint is unknown or
+    its plugin failed.
+
+    Raises
+    ------
+    PluginError
+        Naming the term and what is available.
+    """
+    reg = registry or get_registry()
+    for name in terms.risk_terms:
+        reg.get(Kind.RISK_TERMS, name)
+    for name in terms.constraints:
+        reg.get(Kind.CONSTRAINTS, name)
+
+
 def score_plugin_terms(terms: PluginTerms, paths: CandidatePaths, *,
+                       only: NDArray[np.bool_] | None = None,
                        registry: PluginRegistry | None = None) -> PluginScores:
     """Evaluate the requested plugin risk terms and constraints on ``paths``.
+
+    Parameters
+    ----------
+    terms : PluginTerms
+    paths : CandidatePaths
+    only : bool array (n,), optional
+        Evaluate these candidates only (e.g. those still feasible); the others get cost
+        0 and are not rejected.
+    registry : PluginRegistry, optional
+        Default: the application's.
 
     Raises
     ------
@@ -148,6 +175,19 @@ def score_plugin_terms(terms: PluginTerms, paths: CandidatePaths, *,
         A term or constraint is unknown, fails to load, raises, or returns an invalid
         array (the message names the plugin and why).
     """
+    if only is not None:
+        idx = np.flatnonzero(only)
+        sub = score_plugin_terms(terms, CandidatePaths(
+            paths.entries_lps[idx], paths.target_lps, paths.labels, paths.needle_radius_mm),
+            registry=registry)
+        cost = np.zeros(len(paths))
+        cost[idx] = sub.cost
+        rejected_full = {}
+        for name, bad in sub.rejected_by.items():
+            full = np.zeros(len(paths), dtype=bool)
+            full[idx] = bad
+            rejected_full[name] = full
+        return PluginScores(cost=cost, weight_sum=sub.weight_sum, rejected_by=rejected_full)
     reg = registry or get_registry()
     n = len(paths)
     cost = np.zeros(n)

@@ -249,15 +249,16 @@ def test_same_id_twice_second_is_failed(plugin_registry) -> None:
     assert p3.status is Status.FAILED and "already called 'good'" in p3.reason
 
 
-def test_reader_patterns(plugin_registry, tmp_path) -> None:
-    plugin_registry.register(
-        'schema = "ir-planner-plugin/1"\nname = "r"\n[[readers]]\nid = "xyz"\n'
-        'python_name = "m:read"\nwhat = "image"\nfilename_patterns = ["*.XYZ", "*.xyz.gz", "*/"]\n')
-    c = plugin_registry.get("readers", "xyz")
-    assert c.handles("a/b/scan.xyz") and c.handles("scan.XYZ.GZ") and not c.handles("scan.nrrd")
-    assert c.handles(tmp_path) and not c.handles(tmp_path / "missing")
-    assert plugin_registry.find_reader("x.xyz", "image") is c
-    assert plugin_registry.find_reader("x.xyz", "segmentation") is None
+def test_reader_patterns(tmp_path) -> None:
+    with isolated_registry(builtin=False) as plugin_registry:
+        plugin_registry.register(
+            'schema = "ir-planner-plugin/1"\nname = "r"\n[[readers]]\nid = "xyz"\n'
+            'python_name = "m:read"\nwhat = "image"\nfilename_patterns = ["*.XYZ", "*.xyz.gz", "*/"]\n')
+        c = plugin_registry.get("readers", "xyz")
+        assert c.handles("a/b/scan.xyz") and c.handles("scan.XYZ.GZ") and not c.handles("scan.nrrd")
+        assert c.handles(tmp_path) and not c.handles(tmp_path / "missing")
+        assert plugin_registry.find_reader("x.xyz", "image") is c
+        assert plugin_registry.find_reader("x.xyz", "segmentation") is None
 
 
 def test_legacy_group_still_read(tmp_path, monkeypatch) -> None:
@@ -277,18 +278,36 @@ def test_legacy_group_still_read(tmp_path, monkeypatch) -> None:
     assert reg.get("segmenters", "old").python_name == "oldplug:Seg"
 
 
-def test_specific_reader_pattern_beats_catch_all(plugin_registry, tmp_path) -> None:
-    plugin_registry.register(
-        'schema = "ir-planner-plugin/1"\nname = "generic"\n[[readers]]\nid = "anything"\n'
-        'python_name = "m:read"\nwhat = "image"\nfilename_patterns = ["*", "*/"]\n')
-    plugin_registry.register(
-        'schema = "ir-planner-plugin/1"\nname = "zarr"\n[[readers]]\nid = "zarr"\n'
-        'python_name = "m:read"\nwhat = "image"\nfilename_patterns = ["*.zarr/", "*.xyz"]\n')
-    (tmp_path / "scan.zarr").mkdir()
-    (tmp_path / "dicom").mkdir()
-    assert plugin_registry.find_reader(tmp_path / "scan.zarr", "image").id == "zarr"
-    assert plugin_registry.find_reader(tmp_path / "a.xyz", "image").id == "zarr"
-    assert plugin_registry.find_reader(tmp_path / "dicom", "image").id == "anything"
-    assert plugin_registry.find_reader(tmp_path / "IM0001", "image").id == "anything"
-    # a file pattern does not match a folder, nor a folder pattern a file
-    assert not plugin_registry.get("readers", "zarr").handles(tmp_path / "x.zarr")
+def test_specific_reader_pattern_beats_catch_all(tmp_path) -> None:
+    with isolated_registry(builtin=False) as plugin_registry:
+        plugin_registry.register(
+            'schema = "ir-planner-plugin/1"\nname = "generic"\n[[readers]]\nid = "anything"\n'
+            'python_name = "m:read"\nwhat = "image"\nfilename_patterns = ["*", "*/"]\n')
+        plugin_registry.register(
+            'schema = "ir-planner-plugin/1"\nname = "zarr"\n[[readers]]\nid = "zarr"\n'
+            'python_name = "m:read"\nwhat = "image"\nfilename_patterns = ["*.zarr/", "*.xyz"]\n')
+        (tmp_path / "scan.zarr").mkdir()
+        (tmp_path / "dicom").mkdir()
+        assert plugin_registry.find_reader(tmp_path / "scan.zarr", "image").id == "zarr"
+        assert plugin_registry.find_reader(tmp_path / "a.xyz", "image").id == "zarr"
+        assert plugin_registry.find_reader(tmp_path / "dicom", "image").id == "anything"
+        assert plugin_registry.find_reader(tmp_path / "IM0001", "image").id == "anything"
+        # a file pattern does not match a folder, nor a folder pattern a file
+        assert not plugin_registry.get("readers", "zarr").handles(tmp_path / "x.zarr")
+
+
+def test_builtin_manifest_python_names_all_import() -> None:
+    """Every contribution IR Planner declares for itself imports (no typo in plugin.toml),
+    and its readers' patterns match what the loaders accept."""
+    from ir_planner.io.image_files import IMAGE_SUFFIXES
+
+    reg = PluginRegistry(discover=False)
+    builtin = reg.register_builtin()
+    reg.load_all()
+    assert [(c.id, c.reason) for c in builtin.contributions if c.status is not Status.LOADED] \
+        == []
+    kinds = {c.kind.value for c in builtin.contributions}
+    assert {"segmenters", "devices", "readers"} <= kinds
+    patterns = [f"*{s}" for s in IMAGE_SUFFIXES]
+    assert list(reg.get("readers", "image-file").filename_patterns) == patterns
+    assert list(reg.get("readers", "label-map").filename_patterns) == patterns

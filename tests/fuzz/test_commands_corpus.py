@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import ir_planner
 from tests.fuzz import corpus
 from tests.fuzz.harness import Case, check_refused, digest, run_batch, snapshot
 
@@ -280,6 +281,13 @@ def _complex(d: Path) -> Case:
                 "complex.nii", inputs=[src], outputs=[d / "c.nii.gz"])
 
 
+@case("device-override-announced")
+def _override(d: Path) -> Case:
+    return Case("device-override-announced",
+                ["ablate", str(d / "missing_plan.json"), "--device", "neuwave-pr"],
+                "missing_plan.json")
+
+
 # -- the batch -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -291,6 +299,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
         '{"references": {}, "devices": [{"id": "bad-mwa", "kind": "microwave", '
         '"settings": [{"name": "s", "zone": {"length_mm": Infinity, "diameter_mm": 30, '
         '"tip_to_centre_mm": 10}}]}]}')
+    builtin = Path(ir_planner.__file__).parent / "data" / "devices" / "neuwave_pr.json"
+    (devices / "my_neuwave.json").write_text(builtin.read_text())  # replaces a catalog device
     os.environ["IR_PLANNER_DEVICES_DIR"] = str(devices)
     try:
         cases = {name: build(d) for name, build in BUILDERS.items()}
@@ -307,3 +317,11 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
 def test_bad_command_is_refused(results: dict[str, tuple], name: str) -> None:
     case_, result, before, listing = results[name]
     check_refused(case_, result, before, listing)
+
+
+def test_ablate_announces_a_user_device_that_replaces_a_catalog_device(
+    results: dict[str, tuple]
+) -> None:
+    _case, result, _before, _listing = results["device-override-announced"]
+    assert "warning: device 'neuwave-pr' from" in result["stderr"]
+    assert "my_neuwave.json" in result["stderr"] and "overrides" in result["stderr"]

@@ -104,6 +104,19 @@ def _dicom_cut(offset: int | str) -> Builder:
     return build
 
 
+@case("dicom-truncated-inside-series-uid")
+def _dicom_cut_uid(d: Path) -> Case:
+    """Cut inside the SeriesInstanceUID: the file parses, with a UID of its own."""
+    folder = d / "dcm_cut_uid"
+    files = corpus.dicom_series(folder)
+    uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID).encode()
+    data = files[0].read_bytes()
+    corpus.truncate(files[0], data.index(uid) + len(uid) // 2)
+    out = d / "dcm_cut_uid.nii.gz"
+    return Case("dicom-truncated-inside-series-uid", ["convert", str(folder), str(out)],
+                files[0].name, inputs=files, outputs=[out])
+
+
 for _off in ("meta", "header", 450, 600, "pixels"):
     case(f"dicom-truncated-{_off}")(_dicom_cut(_off))
 

@@ -134,3 +134,17 @@ def test_broken_terms_fail_the_search_with_one_line(ribs, tmp_path, monkeypatch,
 def test_weights_checked() -> None:
     with pytest.raises(ValueError, match="weight must be a number >= 0"):
         PluginTerms(risk_terms={"intercostal": -1.0})
+
+
+def test_only_subset_evaluated(ribs) -> None:
+    paths = CandidatePaths(entries_lps=np.array([[0.0, -55.0, 17.0], [0.0, -55.0, 17.0]]),
+                           target_lps=np.array([0.0, 0.0, 17.0]), labels=ribs)
+    terms = PluginTerms(risk_terms={"intercostal": 1.0}, constraints=("intercostal-lower-half",))
+    s = score_plugin_terms(terms, paths, only=np.array([False, True]),
+                           registry=PluginRegistry())
+    assert s.cost[0] == 0.0 and s.cost[1] > 0.5
+    assert s.rejected_by["intercostal-lower-half"].tolist() == [False, True]
+    from ir_planner.planning.search_plugins import check_plugin_terms
+
+    with pytest.raises(PluginError, match="no constraints contribution named 'x'"):
+        check_plugin_terms(PluginTerms(constraints=("x",)), registry=PluginRegistry())
