@@ -9,10 +9,10 @@ want="${1:-run}"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if [ "$want" = test ] && command -v apt-get >/dev/null; then
-  # Xvfb + Qt xcb libraries (GUI tests), GL/EGL for VTK, DICOM peers (dcmtk).
+  # Xvfb + Qt xcb libraries (GUI tests), GL/EGL for VTK, DICOM peers (dcmtk, orthanc).
   pkgs="xvfb xauth libgl1 libegl1 libglu1-mesa libxrender1 libxkbcommon-x11-0 libxcb-icccm4
         libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0
-        libxcb-xfixes0 libxcb-shape0 libxcb-xkb1 libdbus-1-3 libfontconfig1 dcmtk"
+        libxcb-xfixes0 libxcb-shape0 libxcb-xkb1 libdbus-1-3 libfontconfig1 dcmtk orthanc"
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then

@@ -221,14 +221,14 @@ class RigidSettings:
     """
 
     mask_radius_mm: float | None = 80.0
-    shrink_factors: tuple[int, ...] = (4, 2, 1)
-    smoothing_mm: tuple[float, ...] = (3.0, 1.5, 0.0)
+    shrink_factors: tuple[int, ...] = (4, 2)
+    smoothing_mm: tuple[float, ...] = (2.0, 0.5)
     histogram_bins: int = 48
     sampling_fraction: float = 0.25
     iterations: int = 200
     learning_rate: float = 1.0
     min_step: float = 0.001
-    max_samples: int | None = 150000
+    max_samples: int | None = 100000
     seed: int = 7
 
 

@@ -405,6 +405,11 @@ class GuidanceSession:
                       detail=f"scan of patient {pid!r}, plan is for {expected!r}: not registered "
                       "and not overlaid; the last good state is kept")
             return
+        if self.settings.check_patient and not (expected and pid):
+            self.emit("warning", source=source, reason="patient-unverified",
+                      detail="patient identity not verified: "
+                      + ("the plan has no patient ID" if not expected else "the scan has no "
+                         "PatientID") + "; check that this scan is of the planned patient")
         if vol.modality and vol.modality not in ("CT", "OT"):
             self.emit("warning", source=source, reason="modality",
                       detail=f"{vol.modality} scan: needle detection expects CT (HU)")
