@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from ir_planner.core.errors import InputError
-from ir_planner.core.fileio import default_mode
+from ir_planner.core.fileio import atomic_write_bytes
 
 __all__ = ["SeriesArrival", "DicomReceiver", "safe_uid"]
 
@@ -185,7 +184,7 @@ class DicomReceiver:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{sop}.dcm"
             data = event.encoded_dataset()
-            _write_atomic(path, data)
+            atomic_write_bytes(path, data, what="received DICOM instance")
         except Exception as exc:  # noqa: BLE001 - answer the scanner, never crash the SCP
             self.failed += 1
             self.on_status("store-failed", f"could not store an instance from {calling!r}: "
@@ -227,21 +226,6 @@ class DicomReceiver:
             self._server.shutdown()
         if self._monitor is not None:
             self._monitor.join(timeout=3.0)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file beside ``path``, fsync, rename: the file is whole or absent."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def series_of(path: Path) -> tuple[str, str, str] | None:
