@@ -24,12 +24,12 @@ from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
 from ir_planner.core.errors import InputError, PlanError
+from ir_planner.core.fileio import atomic_write_bytes
 from ir_planner.core.labels import LabelMap
 from ir_planner.core.plan import Plan, TrajectoryRecord
 from ir_planner.core.volume import ImageVolume
 from ir_planner.planning.ablation import Probe, get_device, zone_for
 from ir_planner.planning.engine import PlanningEngine
-from ir_planner.scene._files import atomic_write_bytes
 from ir_planner.scene.actors import clearance_profile, margin_shell_mesh, zone_mesh
 from ir_planner.scene.scene import PlanningScene
 from ir_planner.scene.slices import (
